@@ -1,0 +1,1 @@
+"""The `convnet` command line (click): thin commands over convnet_io."""

@@ -1,0 +1,137 @@
+"""The intermediate graph: one framework-free description of a net that every consumer reads.
+
+Parsers (prototxt, Caffe2 listings) write it; the PyTorch model, the ONNX exporter, the summary and
+the diff read it. It imports neither torch nor onnx.
+
+Blobs are *values*: each write of a Caffe blob gets its own value id. The first write keeps the
+Caffe name (``conv1``); each in-place rewrite adds a version suffix (``conv1:1``, ``conv1:2``), so
+an in-place ReLU does not hide the convolution output it overwrote.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+Shape = tuple[int, ...]
+
+VERSION_SEPARATOR = ":"
+
+
+def value_id(blob: str, version: int) -> str:
+    """The id of the ``version``-th write of Caffe blob ``blob`` (0 is the first)."""
+    return blob if version == 0 else f"{blob}{VERSION_SEPARATOR}{version}"
+
+
+@dataclass(frozen=True)
+class Filler:
+    """A Caffe FillerParameter, as plain values."""
+
+    type: str = "constant"
+    value: float = 0.0
+    min: float = 0.0
+    max: float = 1.0
+    mean: float = 0.0
+    std: float = 1.0
+    sparse: int = -1
+    variance_norm: str = "FAN_IN"
+
+
+@dataclass
+class ParamSpec:
+    """One learnable blob of a layer: its shape, filler and solver multipliers."""
+
+    shape: Shape
+    filler: Filler | None = None
+    lr_mult: float = 1.0
+    decay_mult: float = 1.0
+    share_name: str = ""
+
+    @property
+    def count(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass
+class Node:
+    """One layer: Caffe name and type, the values it reads and writes, typed attributes."""
+
+    name: str
+    type: str
+    bottoms: list[str]
+    tops: list[str]
+    attrs: Any
+    params: list[ParamSpec] = field(default_factory=list)
+    loss_weights: list[float] = field(default_factory=list)
+    propagate_down: list[bool] = field(default_factory=list)
+
+    @property
+    def is_source(self) -> bool:
+        """True for layers that take no bottom and feed the net (Input, Data, ...)."""
+        from .layers import is_source_type
+
+        return is_source_type(self.type)
+
+    @property
+    def param_count(self) -> int:
+        return sum(p.count for p in self.params)
+
+
+@dataclass
+class Graph:
+    """A whole net for one phase, nodes in execution order, every value's shape known."""
+
+    name: str
+    phase: str
+    nodes: list[Node]
+    shapes: dict[str, Shape]
+    blob_of: dict[str, str]
+    notices: list[str] = field(default_factory=list)
+    source_path: str = ""
+
+    # -- lookups ---------------------------------------------------------------------------------
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    @property
+    def inputs(self) -> list[str]:
+        """Values written by source layers: what a forward pass is fed."""
+        return [t for n in self.nodes if n.is_source for t in n.tops]
+
+    @property
+    def outputs(self) -> list[str]:
+        """Values that no layer reads: what a forward pass returns by default."""
+        read = {b for n in self.nodes for b in n.bottoms}
+        return [t for n in self.nodes if not n.is_source for t in n.tops if t not in read]
+
+    @property
+    def values(self) -> list[str]:
+        """Every value in execution order."""
+        return [t for n in self.nodes for t in n.tops]
+
+    def final_value(self, blob: str) -> str:
+        """The value a Caffe blob name holds after a forward pass (its last write)."""
+        last = None
+        for v in self.values:
+            if self.blob_of[v] == blob:
+                last = v
+        if last is None:
+            if blob in self.shapes:
+                return blob
+            raise KeyError(blob)
+        return last
+
+    def producer(self, value: str) -> Node:
+        for n in self.nodes:
+            if value in n.tops:
+                return n
+        raise KeyError(value)
+
+    @property
+    def param_count(self) -> int:
+        return sum(n.param_count for n in self.nodes)
