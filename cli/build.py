@@ -1,0 +1,37 @@
+"""`convnet build NET`: parse, check and summarise a net."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from convnet_io.api_graph import load_graph
+from convnet_io.summary import format_table, summarize
+
+from .options import handle_errors, input_shape_option, parse_input_shapes, phase_option, print_notices
+
+
+@click.command("build")
+@click.argument("net", type=click.Path(dir_okay=False))
+@phase_option
+@input_shape_option
+@click.option("--weights", type=click.Path(dir_okay=False), help="Also check a .caffemodel against the net.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@handle_errors
+def build(net, phase, input_shape, weights, as_json):
+    """Parse NET (prototxt or Caffe2 listing), infer shapes, print one row per layer and totals."""
+    graph = load_graph(net, phase=phase.upper(), input_shapes=parse_input_shapes(input_shape))
+    print_notices(graph.notices)
+    summary = summarize(graph)
+    if weights:
+        from convnet_io.weights import check_weights
+
+        report = check_weights(graph, weights)
+        print_notices(report.warnings)
+        summary["weights"] = {"path": weights, "layers": report.matched, "warnings": report.warnings}
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(format_table(summary))
+        if weights:
+            click.echo(f"weights: {weights} fits the net ({summary['weights']['layers']} layers with blobs)")

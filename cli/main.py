@@ -1,0 +1,25 @@
+"""The `convnet` command group."""
+from __future__ import annotations
+
+import click
+
+from convnet_io import __version__
+
+from .build import build
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="convnet")
+def cli():
+    """Run, convert and check Caffe models with PyTorch and ONNX."""
+
+
+cli.add_command(build)
+
+
+def main() -> None:
+    cli(prog_name="convnet")
+
+
+if __name__ == "__main__":
+    main()
