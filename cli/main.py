@@ -6,6 +6,7 @@ import click
 from convnet_io import __version__
 
 from .build import build
+from .weights_cmds import forward, init
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,7 +15,8 @@ def cli():
     """Run, convert and check Caffe models with PyTorch and ONNX."""
 
 
-cli.add_command(build)
+for command in (build, init, forward):
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -176,7 +176,7 @@ class LRN(CaffeLayer):
         return x * scale.pow(-self.beta)
 
     def extra_repr(self):
-        return f"{self.region}, local_size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+        return f"{self.region}, local_size={self.size}, alpha={self.alpha:.6g}, beta={self.beta:.6g}, k={self.k:.6g}"
 
 
 @converter("LRN")

@@ -1,0 +1,106 @@
+"""`convnet init` and `convnet forward`: make weights, run a net on arrays."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import click
+import numpy as np
+
+from convnet_io.errors import ConvnetError
+
+from .options import handle_errors, input_shape_option, parse_input_shapes, phase_option, print_notices
+
+
+@click.command("init")
+@click.argument("net", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .caffemodel to write.")
+@click.option("--seed", default=0, show_default=True, help="Random seed; the same seed gives the same file.")
+@phase_option
+@input_shape_option
+@click.option("--no-calibrate", is_flag=True, help="Leave BatchNorm statistics at zero mean, unit variance.")
+@handle_errors
+def init(net, output, seed, phase, input_shape, no_calibrate):
+    """Write initial weights for NET as a .caffemodel: the net's fillers, or fan-in-scaled Gaussian
+    weights and small random biases where it names none; BatchNorm statistics measured on a seeded
+    random batch so activations stay of order one."""
+    from convnet_io.api import load
+
+    net_obj = load(net, phase=phase.upper(), input_shapes=parse_input_shapes(input_shape), seed=seed)
+    print_notices(net_obj.graph.notices)
+    calibrated = 0
+    if not no_calibrate and any(n.type == "BatchNorm" for n in net_obj.graph.nodes):
+        calibrated = calibrate(net_obj, seed)
+    net_obj.save_caffemodel(output)
+    total = net_obj.graph.param_count
+    click.echo(f"wrote {output}: {len(net_obj.module.caffe_blobs())} layers, {total:,} parameters"
+               + (f", {calibrated} BatchNorm layers calibrated" if calibrated else "") + f" (seed {seed})")
+
+
+def calibrate(net_obj, seed: int) -> int:
+    import torch
+
+    from convnet_io.torch_model.calibrate import calibrate_batchnorm
+
+    gen = torch.Generator().manual_seed(seed)
+    feeds = {v: torch.randn(net_obj.graph.shapes[v], generator=gen) for v in net_obj.graph.inputs}
+    n = calibrate_batchnorm(net_obj.module, feeds)
+    # BatchNorm with stored statistics divides by the scale factor: keep it 1.
+    for node in net_obj.graph.nodes:
+        if node.type == "BatchNorm":
+            net_obj.module.layer(node.name).caffe_blobs()[2].data.fill_(1.0)
+    return n
+
+
+def _parse_inputs(items: tuple[str, ...]) -> dict[str, np.ndarray]:
+    feeds = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"'{item}' should be NAME=FILE.npy", param_hint="--input")
+        try:
+            feeds[name] = np.load(path)
+        except (OSError, ValueError) as e:
+            raise ConvnetError(f"{path}: cannot read as .npy: {e}") from None
+    return feeds
+
+
+def save_npz_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@click.command("forward")
+@click.argument("net", type=click.Path(dir_okay=False))
+@click.option("--weights", type=click.Path(dir_okay=False), help="A .caffemodel (default: seeded initial weights).")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy", required=True, help="An input blob.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .npz to write.")
+@click.option("--blobs", default=None, help="'all', or comma-separated blob names (default: the net's outputs).")
+@phase_option
+@click.option("--json", "as_json", is_flag=True, help="Print the written blobs' shapes as JSON.")
+@handle_errors
+def forward(net, weights, inputs, output, blobs, phase, as_json):
+    """Run NET on .npy inputs and write the requested blobs to an .npz file."""
+    from convnet_io.api import load
+
+    feeds = _parse_inputs(inputs)
+    shapes = {k: tuple(v.shape) for k, v in feeds.items()}
+    net_obj = load(net, weights=weights, phase=phase.upper(), input_shapes=shapes)
+    print_notices(net_obj.graph.notices)
+    wanted = None if blobs is None else ("all" if blobs == "all" else [b for b in blobs.split(",") if b])
+    out = net_obj.forward(feeds, blobs=wanted)
+    save_npz_atomic(output, out)
+    summary = {k: list(v.shape) for k, v in out.items()}
+    if as_json:
+        click.echo(json.dumps({"output": output, "blobs": summary}))
+    else:
+        click.echo(f"wrote {output}: " + ", ".join(f"{k} {'×'.join(map(str, s)) or 'scalar'}" for k, s in summary.items()))

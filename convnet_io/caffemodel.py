@@ -1,0 +1,702 @@
+"""Fast, exact reading and writing of Caffe binary weights (``.caffemodel``, ``.binaryproto``).
+
+A ``.caffemodel`` is a serialized ``NetParameter``; its weights are ``BlobProto``
+messages whose ``data`` is a packed run of little-endian float32 values.  Going
+through the protobuf runtime would turn every weight into a Python float (61 M
+of them for AlexNet), so this module walks the protobuf wire format itself,
+only as deep as it needs to:
+
+* the top-level ``NetParameter`` fields, keeping ``layer`` (100, V2) and
+  ``layers`` (2, V1) and skipping everything else by length;
+* in each layer, ``name``/``type`` and the ``blobs`` submessages (for a V0 net,
+  the same three fields inside ``V1LayerParameter.layer``);
+* in each ``BlobProto``, the shape fields and the ``data`` (5) / ``double_data``
+  (8) payloads, which become arrays through ``np.frombuffer``.
+
+Memory: the file is read with a single ``read`` into one ``bytes`` object, each
+blob is viewed in place with ``np.frombuffer`` and then copied exactly once
+(``astype`` to native float32/float64).  Every returned array therefore owns
+its memory: C-contiguous, aligned, writable and independent of the file
+buffer, which is freed when :func:`read_caffemodel` returns.  Peak memory is
+about file size + weights size (2x the file for a float32 model).
+
+Parsing follows protobuf's rules wherever they matter for the result: a field
+with an unexpected wire type is an unknown field and skipped, a singular field
+seen twice keeps its last value, a singular message seen twice is merged
+(``BlobShape`` dims concatenate), packed and unpacked encodings of a repeated
+number are both accepted and concatenate in file order.  The shape and data
+rules follow Caffe's ``Blob::FromProto``: any of the legacy ``num``/``channels``
+/``height``/``width`` set means a 4-D ``(num, channels, height, width)`` shape,
+else ``shape.dim`` (no shape at all: 0 axes, one value); non-empty
+``double_data`` wins over ``data``; ``diff``/``double_diff`` are ignored.  One
+deliberate leniency: a legacy dimension left unset counts as 1 here, where
+Caffe's proto default of 0 would make the blob empty and fail its size check;
+the element count is checked against the shape either way.
+
+Writing emits the same bytes protobuf's ``SerializeToString`` would for
+``NetParameter{name, layer{name, type, blobs{data, shape{dim}}}}`` with float32
+data, streaming each blob's raw little-endian bytes straight to the file, into
+a temporary file in the destination directory that replaces the destination
+with ``os.replace`` only once complete.
+"""
+from __future__ import annotations
+
+import math
+import os
+import secrets
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from convnet_io.errors import ConvnetError
+
+__all__ = [
+    "LayerBlobs",
+    "read_caffemodel",
+    "write_caffemodel",
+    "read_blobproto",
+    "write_blobproto",
+    "V1_LAYER_TYPES",
+    "V0_LAYER_TYPES",
+]
+
+
+@dataclass
+class LayerBlobs:
+    """The weights of one layer: its name, its V2 type string and its blobs in order."""
+
+    name: str
+    type: str
+    blobs: list[np.ndarray] = field(default_factory=list)
+
+
+# V1LayerParameter.LayerType value -> V2 type string, as Caffe's UpgradeV1LayerType.
+V1_LAYER_TYPES: dict[int, str] = {
+    0: "",  # NONE
+    35: "AbsVal",
+    1: "Accuracy",
+    30: "ArgMax",
+    2: "BNLL",
+    3: "Concat",
+    37: "ContrastiveLoss",
+    4: "Convolution",
+    39: "Deconvolution",
+    5: "Data",
+    6: "Dropout",
+    32: "DummyData",
+    7: "EuclideanLoss",
+    25: "Eltwise",
+    38: "Exp",
+    8: "Flatten",
+    9: "HDF5Data",
+    10: "HDF5Output",
+    28: "HingeLoss",
+    11: "Im2col",
+    12: "ImageData",
+    13: "InfogainLoss",
+    14: "InnerProduct",
+    15: "LRN",
+    29: "MemoryData",
+    16: "MultinomialLogisticLoss",
+    34: "MVN",
+    17: "Pooling",
+    26: "Power",
+    18: "ReLU",
+    19: "Sigmoid",
+    27: "SigmoidCrossEntropyLoss",
+    36: "Silence",
+    20: "Softmax",
+    21: "SoftmaxWithLoss",
+    22: "Split",
+    33: "Slice",
+    23: "TanH",
+    24: "WindowData",
+    31: "Threshold",
+}
+
+# V0LayerParameter.type -> V2 type string (Caffe's UpgradeV0LayerType, then UpgradeV1LayerType).
+V0_LAYER_TYPES: dict[str, str] = {
+    "accuracy": "Accuracy",
+    "bnll": "BNLL",
+    "concat": "Concat",
+    "conv": "Convolution",
+    "data": "Data",
+    "dropout": "Dropout",
+    "euclidean_loss": "EuclideanLoss",
+    "flatten": "Flatten",
+    "hdf5_data": "HDF5Data",
+    "hdf5_output": "HDF5Output",
+    "im2col": "Im2col",
+    "images": "ImageData",
+    "infogain_loss": "InfogainLoss",
+    "innerproduct": "InnerProduct",
+    "lrn": "LRN",
+    "multinomial_logistic_loss": "MultinomialLogisticLoss",
+    "pool": "Pooling",
+    "relu": "ReLU",
+    "sigmoid": "Sigmoid",
+    "softmax": "Softmax",
+    "softmax_loss": "SoftmaxWithLoss",
+    "split": "Split",
+    "tanh": "TanH",
+    "window_data": "WindowData",
+}
+
+_F32 = np.dtype("<f4")
+_F64 = np.dtype("<f8")
+
+# Wire types.
+_VARINT, _I64, _LEN, _SGROUP, _EGROUP, _I32 = 0, 1, 2, 3, 4, 5
+
+# Field numbers.
+_NET_LAYER, _NET_LAYERS = 100, 2
+_V2_NAME, _V2_TYPE, _V2_BLOBS = 1, 2, 7
+_V1_V0LAYER, _V1_NAME, _V1_TYPE, _V1_BLOBS = 1, 4, 5, 6
+_V0_NAME, _V0_TYPE, _V0_BLOBS = 1, 2, 50
+_BLOB_NUM, _BLOB_CHANNELS, _BLOB_HEIGHT, _BLOB_WIDTH = 1, 2, 3, 4
+_BLOB_DATA, _BLOB_DIFF, _BLOB_SHAPE, _BLOB_DOUBLE_DATA, _BLOB_DOUBLE_DIFF = 5, 6, 7, 8, 9
+_SHAPE_DIM = 1
+
+_MAX_GROUP_DEPTH = 100  # protobuf's default recursion limit
+
+
+# ---------------------------------------------------------------------------
+# wire-format reading
+# ---------------------------------------------------------------------------
+
+
+class _WireError(Exception):
+    """Malformed wire data at byte offset ``pos`` of the file."""
+
+    def __init__(self, message: str, pos: int):
+        super().__init__(message)
+        self.message, self.pos = message, pos
+
+
+def _varint(buf: bytes, pos: int, end: int) -> tuple[int, int]:
+    """Decode the varint at ``pos``; return (value, position after it)."""
+    if pos < end:
+        b = buf[pos]
+        if b < 0x80:
+            return b, pos + 1
+    start = pos
+    value = shift = 0
+    while True:
+        if pos >= end:
+            raise _WireError("truncated varint", start)
+        b = buf[pos]
+        pos += 1
+        value |= (b & 0x7F) << shift
+        if b < 0x80:
+            return value, pos
+        shift += 7
+        if shift >= 70:
+            raise _WireError("varint longer than 10 bytes", start)
+
+
+def _next_field(buf: bytes, pos: int, end: int) -> tuple[int, int, int, int, int]:
+    """Read one field at ``pos``: (number, wire type, a, b, next position).
+
+    For a varint, ``a`` is its value; for length-delimited, fixed32 and fixed64
+    fields, ``a:b`` is the payload.  A group is skipped whole and reported with
+    ``a == b == next position``.
+    """
+    tag_pos = pos
+    tag, pos = _varint(buf, pos, end)
+    number, wt = tag >> 3, tag & 7
+    if number == 0:
+        raise _WireError("invalid field number 0", tag_pos)
+    if wt == _VARINT:
+        value, pos = _varint(buf, pos, end)
+        return number, wt, value, 0, pos
+    if wt == _LEN:
+        length, pos = _varint(buf, pos, end)
+        stop = pos + length
+        if stop > end:
+            raise _WireError(
+                f"field {number} declares {length} bytes but only {end - pos} remain "
+                "(truncated file?)", tag_pos)
+        return number, wt, pos, stop, stop
+    if wt == _I32 or wt == _I64:
+        stop = pos + (4 if wt == _I32 else 8)
+        if stop > end:
+            raise _WireError(f"truncated fixed-width field {number}", tag_pos)
+        return number, wt, pos, stop, stop
+    if wt == _SGROUP:
+        pos = _skip_group(buf, pos, end, number, tag_pos)
+        return number, wt, pos, pos, pos
+    if wt == _EGROUP:
+        raise _WireError(f"unexpected end-group tag for field {number}", tag_pos)
+    raise _WireError(f"invalid wire type {wt} for field {number}", tag_pos)
+
+
+def _skip_group(buf: bytes, pos: int, end: int, number: int, tag_pos: int) -> int:
+    stack = [number]
+    while stack:
+        if pos >= end:
+            raise _WireError(f"unterminated group {number}", tag_pos)
+        t_pos = pos
+        tag, pos = _varint(buf, pos, end)
+        n, wt = tag >> 3, tag & 7
+        if n == 0:
+            raise _WireError("invalid field number 0", t_pos)
+        if wt == _VARINT:
+            _, pos = _varint(buf, pos, end)
+        elif wt == _LEN:
+            length, pos = _varint(buf, pos, end)
+            pos += length
+        elif wt == _I32:
+            pos += 4
+        elif wt == _I64:
+            pos += 8
+        elif wt == _SGROUP:
+            stack.append(n)
+            if len(stack) > _MAX_GROUP_DEPTH:
+                raise _WireError("groups nested too deeply", t_pos)
+        elif wt == _EGROUP:
+            if stack.pop() != n:
+                raise _WireError(f"mismatched end-group tag for field {n}", t_pos)
+        else:
+            raise _WireError(f"invalid wire type {wt} for field {n}", t_pos)
+        if pos > end:
+            raise _WireError(f"truncated field {n} inside group {number}", t_pos)
+    return pos
+
+
+def _fixed_run(buf: bytes, pos: int, end: int, tag_byte: int, width: int) -> int:
+    """How many consecutive ``tag_byte`` + ``width``-byte records start at ``pos``.
+
+    Finds a run of non-packed repeated float/double fields with NumPy instead of
+    a Python loop per value; the chunk grows so a long run costs linear time.
+    """
+    rec = 1 + width
+    n_max = (end - pos) // rec
+    n, chunk = 0, 256
+    while n < n_max:
+        m = min(chunk, n_max - n)
+        tags = np.frombuffer(buf, np.uint8, count=m * rec, offset=pos + n * rec)[::rec]
+        bad = np.flatnonzero(tags != tag_byte)
+        if bad.size:
+            return n + int(bad[0])
+        n += m
+        chunk *= 2
+    return n
+
+
+def _packed_varints(buf: bytes, pos: int, end: int, out: list[int]) -> None:
+    while pos < end:
+        value, pos = _varint(buf, pos, end)
+        out.append(value - (1 << 64) if value >= 1 << 63 else value)  # int64
+
+
+def _int32(value: int) -> int:
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+class _BlobError(Exception):
+    """A well-formed blob that is inconsistent (shape vs. element count, negative dims)."""
+
+
+class _EmptyBlob(_BlobError):
+    """A BlobProto without a single blob field."""
+
+
+def _decode_blob(buf: bytes, pos: int, end: int) -> np.ndarray:
+    """Decode the BlobProto at ``buf[pos:end]``."""
+    legacy: list[int | None] = [None, None, None, None]
+    dims: list[int] = []
+    has_shape = False
+    f32: list[np.ndarray] = []
+    f64: list[np.ndarray] = []
+    seen = False
+    while pos < end:
+        tag_pos = pos
+        number, wt, a, b, pos = _next_field(buf, pos, end)
+        if number == _BLOB_DATA:
+            if wt == _LEN:
+                if (b - a) % 4:
+                    raise _WireError(f"packed float data of {b - a} bytes is not a multiple of 4",
+                                     tag_pos)
+                f32.append(np.frombuffer(buf, _F32, count=(b - a) // 4, offset=a))
+                seen = True
+            elif wt == _I32:
+                n = _fixed_run(buf, tag_pos, end, (_BLOB_DATA << 3) | _I32, 4)
+                if n:
+                    recs = np.frombuffer(buf, np.uint8, count=n * 5, offset=tag_pos).reshape(n, 5)
+                    f32.append(recs[:, 1:].copy().view(_F32).reshape(n))
+                    pos = tag_pos + n * 5
+                else:  # a non-minimal tag encoding: take this one value alone
+                    f32.append(np.frombuffer(buf, _F32, count=1, offset=a))
+                seen = True
+        elif number == _BLOB_DOUBLE_DATA:
+            if wt == _LEN:
+                if (b - a) % 8:
+                    raise _WireError(
+                        f"packed double data of {b - a} bytes is not a multiple of 8", tag_pos)
+                f64.append(np.frombuffer(buf, _F64, count=(b - a) // 8, offset=a))
+                seen = True
+            elif wt == _I64:
+                n = _fixed_run(buf, tag_pos, end, (_BLOB_DOUBLE_DATA << 3) | _I64, 8)
+                if n:
+                    recs = np.frombuffer(buf, np.uint8, count=n * 9, offset=tag_pos).reshape(n, 9)
+                    f64.append(recs[:, 1:].copy().view(_F64).reshape(n))
+                    pos = tag_pos + n * 9
+                else:
+                    f64.append(np.frombuffer(buf, _F64, count=1, offset=a))
+                seen = True
+        elif number == _BLOB_SHAPE and wt == _LEN:
+            has_shape = seen = True
+            p = a
+            while p < b:
+                n2, wt2, a2, b2, p = _next_field(buf, p, b)
+                if n2 == _SHAPE_DIM:
+                    if wt2 == _LEN:
+                        _packed_varints(buf, a2, b2, dims)
+                    elif wt2 == _VARINT:
+                        dims.append(a2 - (1 << 64) if a2 >= 1 << 63 else a2)
+        elif _BLOB_NUM <= number <= _BLOB_WIDTH and wt == _VARINT:
+            legacy[number - 1] = _int32(a)
+            seen = True
+        elif number in (_BLOB_DIFF, _BLOB_DOUBLE_DIFF):
+            seen = True
+
+    if not seen:
+        raise _EmptyBlob("holds no shape and no data")
+    if any(v is not None for v in legacy):
+        # Caffe: any legacy dimension set means a 4-D (num, channels, height, width) blob.
+        shape = tuple(1 if v is None else v for v in legacy)
+    elif has_shape:
+        shape = tuple(dims)
+    else:
+        shape = ()  # Caffe: no shape at all is a blob of 0 axes (one element)
+    if any(d < 0 for d in shape):
+        raise _BlobError(f"negative dimension in shape {_fmt_shape(shape)}")
+
+    if f64:  # Caffe reads double_data whenever it is non-empty
+        chunks, dtype = f64, np.float64
+    else:
+        chunks, dtype = f32, np.float32
+    if len(chunks) == 1:
+        flat = chunks[0].astype(dtype)  # the one copy: owned, aligned, native-endian
+    elif chunks:
+        flat = np.concatenate(chunks).astype(dtype, copy=False)
+    else:
+        flat = np.empty(0, dtype)
+    count = math.prod(shape)
+    if flat.size != count:
+        what = "double_data" if f64 else "data"
+        raise _BlobError(f"{flat.size} values in {what} but shape {_fmt_shape(shape)} "
+                         f"holds {count}")
+    return flat.reshape(shape)
+
+
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def _read_bytes(path: str | os.PathLike) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ConvnetError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConvnetError(f"{path}: is a directory, not a weights file") from None
+    except OSError as e:
+        raise ConvnetError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+@dataclass
+class _LayerSpans:
+    """Where one layer's pieces lie in the file, before the blobs are decoded."""
+
+    index: int
+    name: str | None = None
+    type: str = ""
+    blobs: list[tuple[int, int]] = field(default_factory=list)
+    v0: bool = False  # name/type/blobs came from a nested V0LayerParameter
+
+
+def _scan_v2(buf: bytes, a: int, b: int, spans: _LayerSpans) -> None:
+    pos = a
+    while pos < b:
+        number, wt, x, y, pos = _next_field(buf, pos, b)
+        if wt != _LEN:
+            continue
+        if number == _V2_NAME:
+            spans.name = _text(buf[x:y])
+        elif number == _V2_TYPE:
+            spans.type = _text(buf[x:y])
+        elif number == _V2_BLOBS:
+            spans.blobs.append((x, y))
+
+
+def _scan_v1(buf: bytes, a: int, b: int, spans: _LayerSpans, v0: _LayerSpans) -> None:
+    pos = a
+    while pos < b:
+        number, wt, x, y, pos = _next_field(buf, pos, b)
+        if number == _V1_NAME and wt == _LEN:
+            spans.name = _text(buf[x:y])
+        elif number == _V1_TYPE and wt == _VARINT:
+            # An enum value this schema does not know stays an unknown field in
+            # protobuf, so the type keeps its previous value.
+            if x in V1_LAYER_TYPES:
+                spans.type = V1_LAYER_TYPES[x]
+        elif number == _V1_BLOBS and wt == _LEN:
+            spans.blobs.append((x, y))
+        elif number == _V1_V0LAYER and wt == _LEN:
+            v0.v0 = True  # a singular message seen twice merges: name/type last, blobs append
+            p = x
+            while p < y:
+                n2, wt2, x2, y2, p = _next_field(buf, p, y)
+                if wt2 != _LEN:
+                    continue
+                if n2 == _V0_NAME:
+                    v0.name = _text(buf[x2:y2])
+                elif n2 == _V0_TYPE:
+                    raw = _text(buf[x2:y2])
+                    v0.type = V0_LAYER_TYPES.get(raw, raw)
+                elif n2 == _V0_BLOBS:
+                    v0.blobs.append((x2, y2))
+
+
+def _layer_label(spans: _LayerSpans) -> str:
+    if spans.name is None:
+        return f"layer #{spans.index}"
+    return f"layer '{spans.name}' (#{spans.index})"
+
+
+def read_caffemodel(path: str | os.PathLike) -> list[LayerBlobs]:
+    """The layers of a binary ``NetParameter`` that carry weights, in file order.
+
+    Reads V2 (``layer``), V1 (``layers``) and V0 (``layers { layer { ... } }``)
+    nets; V1/V0 layer types are translated to V2 type strings as Caffe's
+    upgrade does.  Layers without blobs are left out.  Arrays are float32, or
+    float64 for a blob stored as ``double_data``, and own their memory.
+
+    Raises :class:`ConvnetError` naming the file (and the layer, where known)
+    for a file that is unreadable, truncated or malformed, or whose blob sizes
+    disagree with their shapes.
+    """
+    buf = _read_bytes(path)
+    if not buf:
+        raise ConvnetError(f"{path}: empty file, not a caffemodel")
+    end = len(buf)
+    v2: list[tuple[int, int]] = []
+    v1: list[tuple[int, int]] = []
+    pos = 0
+    try:
+        while pos < end:
+            number, wt, a, b, pos = _next_field(buf, pos, end)
+            if wt == _LEN:
+                if number == _NET_LAYER:
+                    v2.append((a, b))
+                elif number == _NET_LAYERS:
+                    v1.append((a, b))
+    except _WireError as e:
+        raise ConvnetError(
+            f"{path}: corrupt caffemodel after {len(v2) + len(v1)} layers: {e.message} "
+            f"at byte {e.pos}") from None
+    if v2 and v1:
+        raise ConvnetError(
+            f"{path}: holds both V2 'layer' ({len(v2)}) and V1 'layers' ({len(v1)}) entries; "
+            "Caffe refuses such a net")
+    if not v2 and not v1:
+        raise ConvnetError(f"{path}: no layers found; not a caffemodel "
+                           "(a .binaryproto mean file is read with read_blobproto)")
+
+    layers: list[_LayerSpans] = []
+    any_v0 = False
+    for index, (a, b) in enumerate(v2 or v1):
+        spans = _LayerSpans(index)
+        try:
+            if v2:
+                _scan_v2(buf, a, b, spans)
+            else:
+                v0 = _LayerSpans(index, v0=False)
+                _scan_v1(buf, a, b, spans, v0)
+                if v0.v0:
+                    any_v0 = True
+                    spans = v0
+        except _WireError as e:
+            raise ConvnetError(f"{path}: {_layer_label(spans)}: corrupt layer: {e.message} "
+                               f"at byte {e.pos}") from None
+        layers.append(spans)
+    if any_v0:
+        # Caffe's V0->V1 upgrade rebuilds every layer from its V0 part only.
+        layers = [s if s.v0 else _LayerSpans(s.index) for s in layers]
+
+    out: list[LayerBlobs] = []
+    for spans in layers:
+        if not spans.blobs:
+            continue
+        arrays = []
+        for j, (a, b) in enumerate(spans.blobs):
+            try:
+                arr = _decode_blob(buf, a, b)
+            except _WireError as e:
+                raise ConvnetError(f"{path}: {_layer_label(spans)}: blob {j} is corrupt: "
+                                   f"{e.message} at byte {e.pos}") from None
+            except _BlobError as e:
+                raise ConvnetError(f"{path}: {_layer_label(spans)}: blob {j}: {e}") from None
+            arrays.append(arr)
+        out.append(LayerBlobs(spans.name or "", spans.type, arrays))
+    return out
+
+
+def read_blobproto(path: str | os.PathLike) -> np.ndarray:
+    """The array in a single-``BlobProto`` file such as a ``.binaryproto`` mean.
+
+    Shaped like :func:`read_caffemodel`'s blobs (a legacy mean is 4-D
+    ``(1, channels, height, width)``); float32, or float64 for ``double_data``.
+    """
+    buf = _read_bytes(path)
+    if not buf:
+        raise ConvnetError(f"{path}: empty file, not a BlobProto")
+    try:
+        return _decode_blob(buf, 0, len(buf))
+    except _WireError as e:
+        raise ConvnetError(f"{path}: corrupt BlobProto: {e.message} at byte {e.pos}") from None
+    except _EmptyBlob:
+        raise ConvnetError(f"{path}: no blob fields found; not a BlobProto "
+                           "(a .caffemodel is read with read_caffemodel)") from None
+    except _BlobError as e:
+        raise ConvnetError(f"{path}: {e}") from None
+
+
+# ---------------------------------------------------------------------------
+# wire-format writing
+# ---------------------------------------------------------------------------
+
+
+def _enc_varint(value: int) -> bytes:
+    if value < 0x80:
+        return bytes((value,))
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _enc_key(number: int, wt: int) -> bytes:
+    return _enc_varint((number << 3) | wt)
+
+
+def _enc_len_field(number: int, payload: bytes) -> bytes:
+    return _enc_key(number, _LEN) + _enc_varint(len(payload)) + payload
+
+
+def _as_blob(blob: object, where: str) -> np.ndarray:
+    arr = np.asarray(blob)
+    if arr.dtype.kind not in "fiu":
+        raise ConvnetError(f"{where}: blobs must be real numbers, got dtype {arr.dtype}")
+    return arr
+
+
+class _EncodedBlob:
+    """A BlobProto as header bytes + the raw float32 payload + shape bytes, with its size."""
+
+    __slots__ = ("array", "head", "tail", "size")
+
+    def __init__(self, array: np.ndarray):
+        self.array = array
+        n = array.size
+        # Field order as protobuf serializes: data (5), then shape (7).
+        self.head = _enc_key(_BLOB_DATA, _LEN) + _enc_varint(4 * n) if n else b""
+        dims = b"".join(_enc_varint(d) for d in array.shape)
+        shape_msg = _enc_len_field(_SHAPE_DIM, dims) if dims else b""
+        self.tail = _enc_len_field(_BLOB_SHAPE, shape_msg)
+        self.size = len(self.head) + 4 * n + len(self.tail)
+
+    def write(self, f) -> None:
+        f.write(self.head)
+        if self.array.size:
+            data = np.asarray(self.array, dtype=_F32, order="C")  # no copy if already <f4, C
+            f.write(memoryview(data.reshape(-1)).cast("B"))
+        f.write(self.tail)
+
+
+def _write_atomic(path: str | os.PathLike, write_body) -> None:
+    dest = os.path.realpath(os.fspath(path))  # through a symlink, keep the link
+    directory, base = os.path.split(dest)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    try:
+        while True:
+            tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+            try:
+                fd = os.open(tmp, flags, 0o666)  # 0o666 & ~umask, like a plain open()
+                break
+            except FileExistsError:
+                continue
+    except OSError as e:
+        raise ConvnetError(f"{path}: cannot write: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_body(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dest)
+    except BaseException as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise ConvnetError(f"{path}: cannot write: {e.strerror or e}") from None
+        raise
+
+
+def write_caffemodel(path: str | os.PathLike, layers: Iterable[LayerBlobs],
+                     net_name: str = "") -> None:
+    """Write ``layers`` as a V2 binary ``NetParameter`` with float32 weights.
+
+    Each layer becomes ``layer { name type blobs { data shape { dim } } }``;
+    arrays are converted to float32 (any real dtype is accepted) and keep their
+    shapes.  The bytes are exactly protobuf's serialization of that message.
+    The file is written to a temporary file beside ``path`` and moved into
+    place only when complete, so ``path`` is never left half-written.
+    """
+    encoded: list[tuple[bytes, list[_EncodedBlob]]] = []
+    for i, layer in enumerate(layers):
+        name, ltype, blobs = (getattr(layer, "name", None), getattr(layer, "type", None),
+                              getattr(layer, "blobs", None))
+        where = f"layer #{i}" + (f" '{name}'" if isinstance(name, str) else "")
+        if not isinstance(name, str) or not isinstance(ltype, str):
+            raise ConvnetError(f"{where}: name and type must be strings")
+        if blobs is None or isinstance(blobs, (str, bytes)):
+            raise ConvnetError(f"{where}: blobs must be a list of arrays")
+        items = [_EncodedBlob(_as_blob(b, f"{where} blob {j}")) for j, b in enumerate(blobs)]
+        head = (_enc_len_field(_V2_NAME, name.encode("utf-8", "surrogateescape"))
+                + _enc_len_field(_V2_TYPE, ltype.encode("utf-8", "surrogateescape")))
+        encoded.append((head, items))
+    if not encoded:
+        raise ConvnetError(f"{path}: no layers to write")
+
+    def body(f) -> None:
+        if net_name:
+            f.write(_enc_len_field(1, net_name.encode("utf-8", "surrogateescape")))
+        layer_key = _enc_key(_NET_LAYER, _LEN)
+        blob_key = _enc_key(_V2_BLOBS, _LEN)
+        for head, items in encoded:
+            size = len(head) + sum(len(blob_key) + len(_enc_varint(b.size)) + b.size
+                                   for b in items)
+            f.write(layer_key + _enc_varint(size) + head)
+            for b in items:
+                f.write(blob_key + _enc_varint(b.size))
+                b.write(f)
+
+    _write_atomic(path, body)
+
+
+def write_blobproto(path: str | os.PathLike, array) -> None:
+    """Write one array as a ``BlobProto`` file (``shape`` + float32 ``data``), atomically."""
+    blob = _EncodedBlob(_as_blob(array, str(path)))
+    _write_atomic(path, blob.write)
