@@ -145,7 +145,7 @@ class Pooling(LayerSpec):
         p = layer.pooling_param
         P = caffe_pb2.PoolingParameter
         if p.global_pooling:
-            if p.HasField("kernel_h") or len(p.kernel_size):
+            if p.HasField("kernel_h") or p.HasField("kernel_size"):
                 raise ValueError("with global_pooling, the kernel size cannot be given")
             kernel = (0, 0)
         else:
