@@ -129,6 +129,12 @@ def _param_specs(layer: Any, spec: Any, attrs: Any, bshapes: list[Shape]) -> lis
         ))
     if len(layer.param) > len(shapes):
         raise ValueError(f"{len(layer.param)} param specs given for {len(shapes)} learnable blob(s)")
+    if layer.type == "BatchNorm":
+        # Caffe: the statistics are not learned by gradient; a non-zero lr_mult is refused.
+        if any(p.lr_mult != 0 for p in out[:len(layer.param)]):
+            raise ValueError("batch normalization statistics cannot be learned: set lr_mult 0 (or omit param)")
+        for p in out:
+            p.lr_mult = p.decay_mult = 0.0
     return out
 
 

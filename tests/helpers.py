@@ -41,7 +41,7 @@ def run_single(text: str, inputs: dict, phase: str = "TEST", seed: int = 0):
     feeds = {k: torch.as_tensor(np.asarray(v, dtype=np.float32)) for k, v in inputs.items()}
     with torch.no_grad():
         out = module.run(feeds, graph.values)
-    return graph, module, {k: v.double().numpy() for k, v in out.items()}
+    return graph, module, {k: v.detach().double().numpy() for k, v in out.items()}
 
 
 def rel_err(actual, expected) -> float:

@@ -14,7 +14,8 @@ class LossAttrs:
     axis: int = 1
 
 
-def loss_attrs(layer) -> LossAttrs:
+def loss_attrs(layer, default: str = "VALID") -> LossAttrs:
+    """Caffe's LossParameter; ``default`` is the type's normalization when none is set."""
     from ..proto import caffe_pb2
 
     p = layer.loss_param
@@ -23,14 +24,13 @@ def loss_attrs(layer) -> LossAttrs:
     elif p.HasField("normalize"):
         norm = "VALID" if p.normalize else "BATCH_SIZE"
     else:
-        norm = "VALID"
+        norm = default
     ignore = int(p.ignore_label) if p.HasField("ignore_label") else None
     return LossAttrs(ignore, norm, int(layer.softmax_param.axis))
 
 
 class Loss(LayerSpec):
-    min_bottoms = 2
-    max_bottoms = 3
+    min_bottoms = max_bottoms = 2
 
 
 @register("SoftmaxWithLoss")
@@ -79,8 +79,6 @@ class Accuracy(LayerSpec):
 
 @register("EuclideanLoss")
 class EuclideanLoss(Loss):
-    max_bottoms = 2
-
     @classmethod
     def top_shapes(cls, a, bottoms, num_tops):
         if count(bottoms[0]) != count(bottoms[1]) or bottoms[0][:1] != bottoms[1][:1]:
@@ -90,11 +88,9 @@ class EuclideanLoss(Loss):
 
 @register("SigmoidCrossEntropyLoss")
 class SigmoidCrossEntropyLoss(Loss):
-    max_bottoms = 2
-
     @classmethod
     def attrs(cls, layer):
-        return loss_attrs(layer)
+        return loss_attrs(layer, default="BATCH_SIZE")
 
     @classmethod
     def top_shapes(cls, a, bottoms, num_tops):

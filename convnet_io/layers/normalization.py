@@ -70,6 +70,7 @@ class ScaleAttrs:
     bias_term: bool = False
     filler: Filler | None = None
     bias_filler: Filler | None = None
+    operand_bottom: bool = False  # the scale comes from a second bottom, not a learnable blob
 
 
 def _scale_shape(axis: int, num_axes: int, bottom: Shape) -> Shape:
@@ -98,7 +99,7 @@ class Scale(Elementwise):
         p = layer.scale_param
         return ScaleAttrs(int(p.axis), int(p.num_axes), bool(p.bias_term),
                           filler(p.filler, p.HasField("filler")),
-                          filler(p.bias_filler, p.HasField("bias_filler")))
+                          filler(p.bias_filler, p.HasField("bias_filler")), len(layer.bottom) == 2)
 
     @classmethod
     def top_shapes(cls, a, bottoms, num_tops):
@@ -120,6 +121,8 @@ class Scale(Elementwise):
     def fillers(cls, a):
         one = Filler(type="constant", value=1.0)
         zero = Filler(type="constant", value=0.0)
+        if a.operand_bottom:
+            return [a.bias_filler or zero]
         return [a.filler or one, a.bias_filler or zero]
 
 

@@ -31,11 +31,13 @@ def convolution_attrs(p: Any) -> ConvolutionAttrs:
     kernel = spatial_pair(p.kernel_size, p.HasField("kernel_h"), p.kernel_h, p.kernel_w, 0, "kernel_size")
     if min(kernel) <= 0:
         raise ValueError("kernel size must be given and positive (kernel_size or kernel_h/kernel_w)")
+    if (p.HasField("stride_h") or p.HasField("stride_w")) and min(p.stride_h, p.stride_w) <= 0:
+        raise ValueError("stride_h and stride_w must both be given and positive")
     return ConvolutionAttrs(
         num_output=int(p.num_output),
         kernel=kernel,
-        stride=spatial_pair(p.stride, p.HasField("stride_h"), p.stride_h, p.stride_w, 1, "stride"),
-        pad=spatial_pair(p.pad, p.HasField("pad_h"), p.pad_h, p.pad_w, 0, "pad"),
+        stride=spatial_pair(p.stride, p.HasField("stride_h") or p.HasField("stride_w"), p.stride_h, p.stride_w, 1, "stride"),
+        pad=spatial_pair(p.pad, p.HasField("pad_h") or p.HasField("pad_w"), p.pad_h, p.pad_w, 0, "pad"),
         dilation=spatial_pair(p.dilation, False, 0, 0, 1, "dilation"),
         group=int(p.group),
         bias_term=bool(p.bias_term),
