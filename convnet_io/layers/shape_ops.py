@@ -285,12 +285,13 @@ class Eltwise(LayerSpec):
 
         p = layer.eltwise_param
         op = caffe_pb2.EltwiseParameter.EltwiseOp.Name(p.operation)
-        if p.coeff and op != "SUM":
-            raise ValueError("coeff is only allowed with operation SUM")
+        if p.coeff and op == "PROD":
+            raise ValueError("coeff is not allowed with operation PROD")
         n = len(layer.bottom)
         if p.coeff and len(p.coeff) != n:
             raise ValueError(f"{len(p.coeff)} coeffs for {n} bottoms")
-        return EltwiseAttrs(op, tuple(float(c) for c in p.coeff))
+        # Caffe accepts coeff with MAX and ignores it.
+        return EltwiseAttrs(op, tuple(float(c) for c in p.coeff) if op == "SUM" else ())
 
     @classmethod
     def top_shapes(cls, a, bottoms, num_tops):

@@ -28,6 +28,12 @@ def convolution_attrs(p: Any) -> ConvolutionAttrs:
         raise ValueError(f"convolution axis {p.axis} is not supported (only axis 1, NCHW)")
     if p.HasField("kernel_h") != p.HasField("kernel_w"):
         raise ValueError("kernel_h and kernel_w must be given together")
+    if p.HasField("kernel_h") and len(p.kernel_size):
+        raise ValueError("give either kernel_size or kernel_h and kernel_w, not both")
+    if (p.HasField("pad_h") or p.HasField("pad_w")) and len(p.pad):
+        raise ValueError("give either pad or pad_h and pad_w, not both")
+    if (p.HasField("stride_h") or p.HasField("stride_w")) and len(p.stride):
+        raise ValueError("give either stride or stride_h and stride_w, not both")
     kernel = spatial_pair(p.kernel_size, p.HasField("kernel_h"), p.kernel_h, p.kernel_w, 0, "kernel_size")
     if min(kernel) <= 0:
         raise ValueError("kernel size must be given and positive (kernel_size or kernel_h/kernel_w)")
@@ -45,6 +51,13 @@ def convolution_attrs(p: Any) -> ConvolutionAttrs:
         weight_filler=filler(p.weight_filler, p.HasField("weight_filler")),
         bias_filler=filler(p.bias_filler, p.HasField("bias_filler")),
     )
+
+
+def conv_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
+    """Caffe's convolution output size; C++ integer division truncates toward zero, so a kernel
+    one step larger than the padded input still gives one output (reading implicit zeros)."""
+    span = size + 2 * pad - (dilation * (kernel - 1) + 1)
+    return int(span / stride) + 1 if span < 0 else span // stride + 1
 
 
 def _check_conv_input(a: ConvolutionAttrs, bottom: Shape, out_channels: int) -> None:
@@ -68,12 +81,10 @@ class Convolution(LayerSpec):
     def top_shapes(cls, a, bottoms, num_tops):
         out = []
         for b in bottoms:
+            if tuple(b) != tuple(bottoms[0]):
+                raise ValueError(f"all bottoms must have the same shape, got {[list(x) for x in bottoms]}")
             _check_conv_input(a, b, a.num_output)
-            hw = []
-            for i in range(2):
-                extent = a.dilation[i] * (a.kernel[i] - 1) + 1
-                size = (b[2 + i] + 2 * a.pad[i] - extent) // a.stride[i] + 1
-                hw.append(size)
+            hw = [conv_output_size(b[2 + i], a.kernel[i], a.stride[i], a.pad[i], a.dilation[i]) for i in range(2)]
             out.append((b[0], a.num_output, hw[0], hw[1]))
         return out
 
@@ -100,6 +111,8 @@ class Deconvolution(Convolution):
     def top_shapes(cls, a, bottoms, num_tops):
         out = []
         for b in bottoms:
+            if tuple(b) != tuple(bottoms[0]):
+                raise ValueError(f"all bottoms must have the same shape, got {[list(x) for x in bottoms]}")
             _check_conv_input(a, b, a.num_output)
             hw = []
             for i in range(2):
@@ -155,10 +168,22 @@ class Pooling(LayerSpec):
                 raise ValueError("kernel_h and kernel_w must be given together")
             if not (p.HasField("kernel_h") or p.HasField("kernel_size")):
                 raise ValueError("kernel_size (or kernel_h and kernel_w) is required")
+            if p.HasField("kernel_h") and p.HasField("kernel_size"):
+                raise ValueError("give either kernel_size or kernel_h and kernel_w, not both")
             kernel = (p.kernel_h, p.kernel_w) if p.HasField("kernel_h") else (p.kernel_size,) * 2
+        if p.HasField("pad") and (p.HasField("pad_h") or p.HasField("pad_w")):
+            raise ValueError("give either pad or pad_h and pad_w, not both")
+        if p.HasField("pad_h") != p.HasField("pad_w"):
+            raise ValueError("pad_h and pad_w must be given together")
+        if p.HasField("stride") and (p.HasField("stride_h") or p.HasField("stride_w")):
+            raise ValueError("give either stride or stride_h and stride_w, not both")
+        if p.HasField("stride_h") != p.HasField("stride_w"):
+            raise ValueError("stride_h and stride_w must be given together")
         pad = (p.pad_h, p.pad_w) if p.HasField("pad_h") else (p.pad,) * 2
         stride = (p.stride_h, p.stride_w) if p.HasField("stride_h") else (p.stride,) * 2
-        round_mode = P.RoundMode.Name(p.round_mode) if hasattr(p, "round_mode") else "CEIL"
+        round_mode = P.RoundMode.Name(p.round_mode)
+        if p.pool == P.STOCHASTIC and (pad[0] or pad[1]):
+            raise ValueError("padding is implemented only for MAX and AVE pooling")
         return PoolingAttrs(
             method=P.PoolMethod.Name(p.pool), kernel=tuple(int(k) for k in kernel),
             stride=tuple(int(s) for s in stride), pad=tuple(int(x) for x in pad),

@@ -19,15 +19,19 @@ def _blob(shape) -> nn.Parameter:
 class Convolution(CaffeLayer):
     transposed = False
 
-    def __init__(self, attrs, weight_shape, bias_shape):
+    def __init__(self, attrs, weight_shape, bias_shape, tail=(0, 0)):
         super().__init__()
         self.stride, self.padding, self.dilation, self.groups = attrs.stride, attrs.pad, attrs.dilation, attrs.group
         self.weight = _blob(weight_shape)
         self.bias = _blob(bias_shape) if bias_shape is not None else None
+        # Zeros Caffe's im2col reads past the bottom/right pad when the kernel overhangs the input.
+        self.tail = tuple(tail)
 
     def forward(self, *bottoms):
         fn = F.conv_transpose2d if self.transposed else F.conv2d
         kw = dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups)
+        if any(self.tail):
+            bottoms = tuple(F.pad(x, (0, self.tail[1], 0, self.tail[0])) for x in bottoms)
         outs = tuple(fn(x, self.weight, self.bias, **kw) for x in bottoms)
         return outs[0] if len(outs) == 1 else outs
 
@@ -49,8 +53,16 @@ class Deconvolution(Convolution):
 @converter("Convolution", "Deconvolution")
 def convert_convolution(node: Node, graph: Graph) -> nn.Module:
     shapes = [p.shape for p in node.params]
-    cls = Deconvolution if node.type == "Deconvolution" else Convolution
-    return cls(node.attrs, shapes[0], shapes[1] if len(shapes) > 1 else None)
+    if node.type == "Deconvolution":
+        return Deconvolution(node.attrs, shapes[0], shapes[1] if len(shapes) > 1 else None)
+    return Convolution(node.attrs, shapes[0], shapes[1] if len(shapes) > 1 else None,
+                       convolution_tail(node.attrs, graph.shapes[node.bottoms[0]], graph.shapes[node.tops[0]]))
+
+
+def convolution_tail(a, bottom, top) -> tuple[int, int]:
+    """Extra zero rows/columns past the pad that Caffe's windows read (kernel larger than input)."""
+    return tuple(max(0, (top[2 + i] - 1) * a.stride[i] + a.dilation[i] * (a.kernel[i] - 1) + 1
+                     - bottom[2 + i] - 2 * a.pad[i]) for i in range(2))
 
 
 class InnerProduct(CaffeLayer):
@@ -124,8 +136,11 @@ class Pooling(CaffeLayer):
 
     def forward(self, x):
         if self.method == "MAX":
-            # Caffe starts each max at -FLT_MAX and skips padding: pad with the lowest float.
-            xp = self._padded(x, torch.finfo(x.dtype).min)
+            # Caffe starts each max at -FLT_MAX, replaces it only on a greater value (so NaN never
+            # wins) and skips padding: map NaN and -inf to the lowest float, pad with it too.
+            low = torch.finfo(x.dtype).min
+            x = torch.nan_to_num(x, nan=low, neginf=low, posinf=float("inf"))
+            xp = self._padded(x, low)
             return F.max_pool2d(xp, self.kernel, self.stride)
         if self.method == "AVE":
             xp = self._padded(x, 0.0)
