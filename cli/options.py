@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import click
@@ -51,6 +52,13 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
+        except (SystemExit, click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as e:  # noqa: BLE001  (a bug, not bad input: say so, keep the trace on request)
+            if os.environ.get("CONVNET_DEBUG"):
+                raise
+            click.echo(f"internal error: {type(e).__name__}: {e} (set CONVNET_DEBUG=1 for the traceback)", err=True)
+            sys.exit(3)
 
     return wrapper
 

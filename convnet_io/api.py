@@ -34,14 +34,19 @@ class Net:
         for a single-input net). ``blobs``: None for the net's outputs, ``"all"`` for every blob
         (each write of an in-place blob separately: ``conv1``, ``conv1:1``), or a list of names; a
         plain Caffe name means the blob as Caffe holds it after the pass (its last write)."""
+        wanted = self._resolve(self.graph, blobs)
+        out = self.run_values(inputs, [v for _, v in wanted])
+        return {name: out[v] for name, v in wanted}
+
+    def run_values(self, inputs: Any, values: Iterable[str]) -> dict[str, np.ndarray]:
+        """Run the net and return the given value ids (``conv1``, ``conv1:1``) exactly."""
         import torch
 
         feeds = self._feeds(inputs)
-        module, graph = self._module_for({k: tuple(v.shape) for k, v in feeds.items()})
-        wanted = self._resolve(graph, blobs)
+        module, _ = self._module_for({k: tuple(v.shape) for k, v in feeds.items()})
         with torch.no_grad():
-            out = module.run(feeds, [v for _, v in wanted])
-        return {name: out[v].detach().cpu().numpy() for name, v in wanted}
+            out = module.run(feeds, list(values))
+        return {v: t.detach().cpu().numpy() for v, t in out.items()}
 
     def _feeds(self, inputs: Any) -> dict[str, Any]:
         import torch

@@ -104,6 +104,12 @@ class Graph:
         return [t for n in self.nodes if n.is_source for t in n.tops]
 
     @property
+    def read_inputs(self) -> list[str]:
+        """Inputs that some layer reads (a label no kept layer uses is left out)."""
+        read = {b for n in self.nodes for b in n.bottoms}
+        return [v for v in self.inputs if v in read]
+
+    @property
     def outputs(self) -> list[str]:
         """Values that no layer reads: what a forward pass returns by default."""
         read = {b for n in self.nodes for b in n.bottoms}
@@ -135,3 +141,27 @@ class Graph:
     @property
     def param_count(self) -> int:
         return sum(n.param_count for n in self.nodes)
+
+
+# Layers an inference model leaves out: losses and metrics need labels and say nothing about the
+# model's outputs.
+TRAINING_ONLY_TYPES = frozenset({"SoftmaxWithLoss", "EuclideanLoss", "SigmoidCrossEntropyLoss",
+                                 "Accuracy", "Silence"})
+
+
+def inference_view(graph: Graph) -> Graph:
+    """The graph without losses, metrics and whatever only feeds them (labels): what a deployed
+    model computes. Shapes and names are the graph's own."""
+    import dataclasses
+
+    kept = [n for n in graph.nodes if n.type not in TRAINING_ONLY_TYPES]
+    read_by_kept = {b for n in kept for b in n.bottoms}
+    needed: set[str] = set()
+    keep: list[Node] = []
+    for node in reversed(kept):
+        is_output = any(t not in read_by_kept for t in node.tops) and not node.is_source
+        if is_output or any(t in needed for t in node.tops):
+            keep.append(node)
+            needed.update(node.bottoms)
+    keep.reverse()
+    return dataclasses.replace(graph, nodes=keep)

@@ -1,0 +1,1 @@
+"""Interchangeable runners (torch, ONNX Runtime, OpenCV) and the comparator that checks them."""

@@ -1,0 +1,38 @@
+"""ONNX Runtime sessions with the right execution provider for this machine."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def gpu_present() -> bool:
+    """An NVIDIA GPU with its driver loaded (asking ORT for CUDA without one prints load errors)."""
+    if os.environ.get("CONVNET_DISABLE_CUDA"):
+        return False
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidia0").exists()
+
+
+def choose_providers(device: str = "auto") -> list[str]:
+    """CUDA first when asked for or when present and available, CPU always as the fallback."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    want_cuda = device == "cuda" or (device == "auto" and gpu_present())
+    if want_cuda and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def make_session(model_bytes: bytes, device: str = "auto", threads: int | None = None):
+    """An InferenceSession on ``device`` (auto, cpu, cuda); ``session.get_providers()[0]`` says
+    which provider actually runs it."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    return ort.InferenceSession(model_bytes, sess_options=opts, providers=choose_providers(device))
