@@ -18,8 +18,24 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[test,dev]"
 	touch $(STAMP)
 
+CONVNET := $(VENV)/bin/convnet
+NET := prototxt/alexnet.prototxt
+
 demo: setup
-	$(PY) -m convnet_cli.demo $(DEMO)
+	@mkdir -p $(DEMO)
+	@echo "== 1. the graph: shapes, parameters, multiply-adds"
+	$(CONVNET) build $(NET)
+	@echo "== 2. seeded weights from the net's fillers, written as a caffemodel and read back"
+	$(CONVNET) init $(NET) -o $(DEMO)/alexnet.caffemodel --seed 1
+	$(CONVNET) build $(NET) --weights $(DEMO)/alexnet.caffemodel --json > $(DEMO)/build.json
+	@echo "== 3. classify an image (a generated one: the weights are untrained, the path is real)"
+	$(PY) tools/make_demo_image.py $(DEMO)/demo.png
+	$(CONVNET) run $(NET) --weights $(DEMO)/alexnet.caffemodel $(DEMO)/demo.png --mean-value 104,117,123 --top-k 3
+	@echo "== 4. export to ONNX, checked in ONNX Runtime against PyTorch"
+	$(CONVNET) export $(NET) --weights $(DEMO)/alexnet.caffemodel --onnx $(DEMO)/alexnet.onnx
+	@echo "== 5. layer-by-layer diff: PyTorch vs ONNX Runtime, and the prototxt vs the Caffe2 listing"
+	$(CONVNET) diff $(NET) --weights $(DEMO)/alexnet.caffemodel --against onnxruntime
+	$(CONVNET) diff $(NET) prototxt/alexnet_caffe2.txt --weights $(DEMO)/alexnet.caffemodel
 
 test: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile

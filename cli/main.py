@@ -6,6 +6,9 @@ import click
 from convnet_io import __version__
 
 from .build import build
+from .diff_cmd import diff
+from .export_cmd import export
+from .run_cmd import run
 from .weights_cmds import forward, init
 
 
@@ -15,7 +18,7 @@ def cli():
     """Run, convert and check Caffe models with PyTorch and ONNX."""
 
 
-for command in (build, init, forward):
+for command in (build, init, forward, run, export, diff):
     cli.add_command(command)
 
 

@@ -50,13 +50,18 @@ def _share_weights(src: Net, dst: Net) -> None:
 def _inputs(setup: DiffSetup, net: Net) -> dict[str, np.ndarray]:
     if setup.image is None:
         return {k: v for k, v in seeded_inputs(net.graph, setup.batch, setup.seed).items()}
-    from .preprocess import load_image, preprocess_for_net
+    from .preprocess import ImageError, load_image, preprocess
 
     data = [v for v in net.graph.inputs if len(net.graph.shapes[v]) == 4]
     if len(data) != 1:
         raise ConvnetError("--input IMAGE needs a net with one image input")
-    batch = preprocess_for_net(load_image(setup.image), net)[None]
-    return {data[0]: np.repeat(batch, setup.batch, axis=0).astype(np.float32)}
+    shape = net.graph.shapes[data[0]]
+    try:
+        image = load_image(setup.image, color=shape[1] == 3)
+    except ImageError as e:
+        raise ConvnetError(str(e)) from None
+    blob = preprocess(image, shape[2:], channel_swap=(2, 1, 0) if shape[1] == 3 else None)
+    return {data[0]: np.repeat(blob, setup.batch, axis=0).astype(np.float32)}
 
 
 def run_diff(setup: DiffSetup) -> dict:

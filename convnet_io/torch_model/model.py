@@ -57,11 +57,11 @@ class CaffeModule(nn.Module):
     def run(self, feeds: Mapping[str, torch.Tensor], outputs: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
         """Run the net on ``feeds`` (input value -> tensor); return the requested values by id."""
         wanted = list(self.output_names if outputs is None else outputs)
-        missing = [v for v in self.input_names if v not in feeds and self._needed(v, wanted)]
+        last_use = self._last_use(wanted)
+        missing = [v for v in self.input_names if v not in feeds and v in last_use]
         if missing:
             raise ConvnetError(f"missing input(s): {', '.join(missing)} (the net's inputs are "
                                f"{', '.join(self.input_names)})")
-        last_use = self._last_use(wanted)
         env: dict[str, torch.Tensor] = dict(feeds)
         keep = set(wanted)
         for step, (module_name, bottoms, tops) in enumerate(self._steps):
@@ -90,9 +90,6 @@ class CaffeModule(nn.Module):
         for t in wanted:
             last.setdefault(t, len(self._steps))
         return last
-
-    def _needed(self, value: str, wanted: list[str]) -> bool:
-        return value in self._last_use(wanted) or value in wanted
 
     # -- Caffe blobs ------------------------------------------------------------------------------
     def caffe_blobs(self) -> dict[str, list[torch.Tensor]]:

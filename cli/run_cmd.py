@@ -1,0 +1,74 @@
+"""`convnet run`: classify images with a net, Caffe-style preprocessing."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .options import handle_errors, print_notices
+
+
+def _emit(text: str, err: bool = False) -> None:
+    """Echo a line without tearing a progress bar drawn on stderr."""
+    from tqdm import tqdm
+
+    with tqdm.external_write_mode(file=sys.stderr):
+        click.echo(text, err=err)
+
+
+@click.command("run")
+@click.argument("net", type=click.Path(dir_okay=False))
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
+@click.option("--weights", required=True, type=click.Path(dir_okay=False), help="The .caffemodel to use.")
+@click.option("--mean", "mean_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Mean image, .npy or .binaryproto, C x H x W in BGR order: subtracted whole when it "
+                   "has the crop's size, else averaged to one value per channel (as Caffe's classify.py).")
+@click.option("--mean-value", metavar="B,G,R", help="Per-channel mean to subtract, e.g. 104,117,123.")
+@click.option("--labels", "labels_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Class names, one a line (synset_words.txt style); default: class indices.")
+@click.option("--oversample", is_flag=True,
+              help="Average the 10 crops (corners, centre and their mirrors) instead of the centre crop.")
+@click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1), help="Classes to report per image.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Images per forward pass (x10 crops with --oversample).")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr for more than a batch of images (default: when stderr is a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with all results.")
+@handle_errors
+def run(net, images, weights, mean_file, mean_value, labels_file, oversample, top_k, batch_size, progress, as_json):
+    """Classify IMAGE files with NET and its --weights: each image is resized to 256x256, centre
+    cropped (or cut into 10 crops) to the net's input size, scaled to 0..255 BGR and mean
+    subtracted, as Caffe's classify.py does; prints each image's top-k classes."""
+    from convnet_io.api import load
+    from convnet_io.classify import iter_classify, load_labels
+    from convnet_io.preprocess import load_mean, parse_mean_value
+
+    if mean_file and mean_value:
+        raise click.UsageError("give --mean or --mean-value, not both")
+    mean = load_mean(mean_file) if mean_file else parse_mean_value(mean_value) if mean_value else None
+    labels = load_labels(labels_file) if labels_file else None
+    net_obj = load(net, weights=weights)
+    print_notices(net_obj.graph.notices)
+    if mean is None:
+        click.echo("note: no --mean or --mean-value: pixel values are not mean-centred", err=True)
+    if progress is None:
+        progress = sys.stderr.isatty()
+
+    done, errors = [], []
+    results = iter_classify(net_obj, list(images), mean=mean, oversample=oversample, top_k=top_k,
+                            batch_size=batch_size, labels=labels, progress=progress, skip_errors=True)
+    for r in results:
+        if not r.ok:
+            errors.append({"path": r.path, "error": r.error})
+            _emit(f"error: {r.path}: {r.error}", err=True)
+            continue
+        done.append(r)
+        if not as_json:
+            lines = [r.path] + [f"  {p.prob:.4f}  {p.label if p.label is not None else p.index}"
+                                for p in r.top_k]
+            _emit("\n".join(lines))
+    if as_json:
+        click.echo(json.dumps({"images": [r.to_json() for r in done], "errors": errors}, indent=2))
+    if errors:
+        sys.exit(1)
