@@ -17,7 +17,8 @@ from .options import handle_errors, input_shape_option, parse_input_shapes, phas
 @click.command("init")
 @click.argument("net", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .caffemodel to write.")
-@click.option("--seed", default=0, show_default=True, help="Random seed; the same seed gives the same file.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Random seed; the same seed gives the same file.")
 @phase_option
 @input_shape_option
 @click.option("--no-calibrate", is_flag=True, help="Leave BatchNorm statistics at zero mean, unit variance.")

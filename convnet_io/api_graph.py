@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .builder import build_graph
 from .errors import ConvnetError
@@ -18,11 +19,23 @@ def is_caffe2_listing(text: str) -> bool:
     return False
 
 
+def read_net(path: str | Path) -> tuple[Any, list[str]]:
+    """An upgraded (V2) NetParameter from a prototxt or binary net, and the upgrade notes."""
+    from .upgrade import upgrade_net
+
+    net = read_net_parameter(path)
+    try:
+        notes = upgrade_net(net)
+    except ValueError as e:
+        raise ConvnetError(f"{path}: {e}") from None
+    if not len(net.layer):
+        raise ConvnetError(f"{path}: no layers found (is this a net definition?)")
+    return net, [f"{path}: {n}" for n in notes]
+
+
 def load_graph(path: str | Path, phase: str = "TEST", input_shapes: dict[str, Shape] | Shape | None = None,
                stages: tuple[str, ...] = (), level: int | None = None) -> Graph:
     """Parse a prototxt, a binary NetParameter or a Caffe2 op listing into a Graph for ``phase``."""
-    from .upgrade import upgrade_net
-
     p = Path(path)
     if p.suffix not in (".caffemodel", ".binaryproto", ".pb"):
         text = read_text(p)
@@ -30,12 +43,6 @@ def load_graph(path: str | Path, phase: str = "TEST", input_shapes: dict[str, Sh
             from .caffe2_listing import listing_to_graph
 
             return listing_to_graph(text, str(path), input_shapes=input_shapes)
-    net = read_net_parameter(p)
-    try:
-        notes = upgrade_net(net)
-    except ValueError as e:
-        raise ConvnetError(f"{path}: {e}") from None
-    if not len(net.layer):
-        raise ConvnetError(f"{path}: no layers found (is this a net definition?)")
+    net, notes = read_net(p)
     return build_graph(net, phase=phase, input_shapes=input_shapes, stages=stages, level=level,
-                       source_path=str(path), notices=[f"{path}: {n}" for n in notes])
+                       source_path=str(path), notices=notes)

@@ -15,7 +15,7 @@ class BlobComparison:
     mean_abs: float | None
     cosine: float | None
     ok: bool
-    status: str  # "ok", "mismatch", "shape mismatch", "missing"
+    status: str  # "ok", "mismatch", "shape mismatch", "non-finite", "missing"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -38,16 +38,21 @@ def compare_blob(name: str, a: np.ndarray | None, b: np.ndarray | None, tol: Tol
         return BlobComparison(name, [list(a.shape), list(b.shape)], None, None, None, None, False,  # type: ignore[list-item]
                               "shape mismatch")
     a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    diff = np.abs(a64 - b64)
-    if diff.size == 0:
+    if a64.size == 0:
         return BlobComparison(name, list(a.shape), 0.0, 0.0, 0.0, 1.0, True, "ok")
-    finite = np.isfinite(a64).all() and np.isfinite(b64).all()
+    if not (np.isfinite(a64).all() and np.isfinite(b64).all()):
+        # NaN or Inf on either side: never agreement, and no statistic that JSON cannot carry.
+        return BlobComparison(name, list(a.shape), None, None, None, None, False, "non-finite")
+    diff = np.abs(a64 - b64)
+    finite = True
     scale = float(np.abs(b64).max())
-    max_abs = float(diff.max()) if finite else float("inf")
-    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else float("inf"))
+    max_abs = float(diff.max())
+    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else None)
     na, nb = np.linalg.norm(a64), np.linalg.norm(b64)
     cosine = float(a64 @ b64 / (na * nb)) if na > 0 and nb > 0 else (1.0 if na == nb else 0.0)
     ok = bool(finite and max_abs <= tol.atol + tol.rtol * scale)
+    if max_rel is None:
+        max_rel = float(np.finfo(np.float64).max)  # a zero reference with a non-zero answer
     return BlobComparison(name, list(a.shape), max_abs, max_rel, float(diff.mean()), cosine, ok,
                           "ok" if ok else "mismatch")
 

@@ -40,9 +40,42 @@ class CaffeModule(nn.Module):
             name = _module_name(node.name, taken, self)
             self.add_module(name, module)
             self.module_names[node.name] = name
+        self._share_named_params(graph)
         self._steps = [(self.module_names[n.name], n.bottoms, n.tops)
                        for n in graph.nodes if not n.is_source]
         self.train(graph.phase == "TRAIN")
+
+    def _share_named_params(self, graph: Graph) -> None:
+        """Blobs whose ParamSpec has the same ``name`` are one tensor, as in Caffe."""
+        owners: dict[str, torch.Tensor] = {}
+        for node in graph.nodes:
+            for i, spec in enumerate(node.params):
+                if not spec.share_name:
+                    continue
+                layer = self.layer(node.name)
+                if spec.share_name in owners:
+                    try:
+                        layer.share_blob(i, owners[spec.share_name])
+                    except ValueError as e:
+                        raise ConvnetError(f"layer '{node.name}': param '{spec.share_name}': {e}") from None
+                else:
+                    owners[spec.share_name] = layer.caffe_blobs()[i]
+
+    def share_weights_with(self, other: "CaffeModule") -> int:
+        """Use ``other``'s blobs for every layer of the same name and blob shapes (Caffe's
+        ShareTrainedLayersWith: a TEST net runs on the TRAIN net's weights). Returns how many layers."""
+        shared = 0
+        for name in self.module_names:
+            if name not in other.module_names:
+                continue
+            mine, theirs = self.layer(name), other.layer(name)
+            a, b = mine.caffe_blobs(), theirs.caffe_blobs()
+            if not a or len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b)):
+                continue
+            for i, t in enumerate(b):
+                mine.share_blob(i, t)
+            shared += 1
+        return shared
 
     def layer(self, name: str) -> CaffeLayer:
         """The submodule converted from Caffe layer ``name``."""
