@@ -95,7 +95,7 @@ def save_exported_program(net, path: str | Path) -> None:
     module = net.module.eval()
     args = example_inputs(net, batch=2)
     batch = torch.export.Dim("batch", min=1, max=4096)
-    dynamic = tuple({0: batch} for _ in args)
+    dynamic = (tuple({0: batch} for _ in args),)  # forward(*inputs): one spec for the varargs
     try:
         program = torch.export.export(module, args, dynamic_shapes=dynamic)
     except Exception:  # noqa: BLE001  (some graphs fix the batch: fall back to a static export)

@@ -21,6 +21,7 @@ class ExportContext:
         self.nodes: list = []
         self.initializers: list = []
         self._names: set[str] = set(graph.shapes)
+        self._node_names: set[str] = set()
 
     # -- names and constants -----------------------------------------------------------------------
     def fresh(self, base: str) -> str:
@@ -51,7 +52,12 @@ class ExportContext:
         """Add an ONNX node; returns its first output (a fresh temporary if none given)."""
         if outputs is None:
             outputs = [self.fresh(f"{name or op.lower()}_out")]
-        node_name = self.fresh(name or outputs[0] + "/" + op)
+        node_name = base = name or outputs[0] + "/" + op
+        i = 1
+        while node_name in self._node_names:
+            node_name = f"{base}_{i}"
+            i += 1
+        self._node_names.add(node_name)
         self.nodes.append(helper.make_node(op, inputs, outputs, name=node_name, **attrs))
         return outputs[0]
 

@@ -31,11 +31,15 @@ def export_onnx(graph: Graph, blobs: dict[str, list[np.ndarray]], opset: int = D
     nodes = graph.nodes
     inputs, outputs = [], []
     read = {b for n in nodes for b in n.bottoms}
+    batch = next((graph.shapes[v][0] for v in graph.read_inputs if len(graph.shapes[v]) >= 2), None)
     for node in nodes:
         if node.is_source:
             for t in node.tops:
                 if t in read:
-                    inputs.append(_value_info(t, graph.shapes[t], static_batch))
+                    shape = graph.shapes[t]
+                    # Only inputs that carry the batch get the symbolic batch dimension.
+                    dynamic = not static_batch and len(shape) >= 2 and shape[0] == batch
+                    inputs.append(_value_info(t, shape, not dynamic))
             continue
         export_node(ctx, node)
     for node in nodes:

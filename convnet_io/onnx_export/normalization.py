@@ -79,6 +79,10 @@ def export_mvn(ctx, node):
     x, y = node.bottoms[0], node.tops[0]
     ndim = len(ctx.shape(x))
     axes = list(range(1 if a.across_channels else 2, ndim))
+    if not axes:
+        # Each mean is over one value: Caffe's output is x - x (zeros, NaN kept).
+        ctx.add("Sub", [x, x], [y], name=node.name)
+        return
     mean = reduce_mean(ctx, x, axes, f"{node.name}/mean")
     centred = ctx.add("Sub", [x, mean], None if a.normalize_variance else [y], name=f"{node.name}/centre")
     if not a.normalize_variance:

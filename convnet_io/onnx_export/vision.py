@@ -65,6 +65,13 @@ def export_pooling(ctx, node):
                               ctx.ints(f"{node.name}_axes", [2, 3])], name=f"{node.name}/crop")
         extra = [max(e, 0) for e in extra]
     pads = [a.pad[0], a.pad[1], extra[0], extra[1]]
+    if max(pads) >= min(a.kernel):
+        # ONNX pooling wants pads smaller than the kernel (a stride past the kernel can ask for
+        # more): pad explicitly, with -FLT_MAX for MAX (what Caffe's empty windows hold), 0 for AVE.
+        value = float(np.finfo(np.float32).min) if a.method == "MAX" else 0.0
+        x = ctx.add("Pad", [x, ctx.ints(f"{node.name}_pads", [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]]),
+                            ctx.constant(f"{node.name}_pad_value", value)], name=f"{node.name}/pad", mode="constant")
+        pads = [0, 0, 0, 0]
     kw = dict(kernel_shape=list(a.kernel), strides=list(a.stride), pads=pads)
     if a.method == "MAX":
         ctx.add("MaxPool", [x], [top], name=node.name, **kw)
