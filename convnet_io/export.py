@@ -82,8 +82,12 @@ def save_torchscript(net, path: str | Path) -> None:
     """A traced TorchScript module (inputs in ``net.inputs`` order, batch of the trace dynamic)."""
     import torch
 
+    import warnings
+
     module = net.module.eval()
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # TorchScript is deprecated in recent torch releases but still what many deployments load.
+        warnings.simplefilter("ignore", DeprecationWarning)
         traced = torch.jit.trace(module, example_inputs(net), check_trace=False)
     _atomic_write(path, lambda tmp: traced.save(tmp))
 
