@@ -40,6 +40,9 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
+bench: setup
+	$(PY) bench/run.py
+
 proto: setup
 	$(PY) tools/gen_proto.py
 

@@ -1,0 +1,1 @@
+"""``python -m convnet ...`` (and ``torchrun ... -m convnet train ...``): the convnet command line."""

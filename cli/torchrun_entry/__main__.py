@@ -1,0 +1,3 @@
+from convnet_cli.main import main
+
+main()

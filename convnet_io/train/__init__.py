@@ -1,0 +1,1 @@
+"""Training: Caffe's solvers, schedules and snapshots on the PyTorch model."""
