@@ -39,6 +39,11 @@ phase_option = click.option(
     show_default=True, help="Which phase's layers to keep.")
 
 
+backend_option = click.option(
+    "--backend", type=click.Choice(["auto", "torch", "onnxruntime"]), default="auto", show_default=True,
+    help="What runs the net: auto picks ONNX Runtime for inference where the net exports, else PyTorch.")
+
+
 def handle_errors(fn):
     """Turn ConvnetError into one line on stderr and exit code 2; never a traceback."""
 

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .options import handle_errors, print_notices
+from .options import backend_option, handle_errors, print_notices
 
 
 def _emit(text: str, err: bool = False) -> None:
@@ -35,8 +35,10 @@ def _emit(text: str, err: bool = False) -> None:
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr for more than a batch of images (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with all results.")
+@backend_option
 @handle_errors
-def run(net, images, weights, mean_file, mean_value, labels_file, oversample, top_k, batch_size, progress, as_json):
+def run(net, images, weights, mean_file, mean_value, labels_file, oversample, top_k, batch_size, progress, as_json,
+        backend):
     """Classify IMAGE files with NET and its --weights: each image is resized to 256x256, centre
     cropped (or cut into 10 crops) to the net's input size, scaled to 0..255 BGR and mean
     subtracted, as Caffe's classify.py does; prints each image's top-k classes."""
@@ -48,7 +50,7 @@ def run(net, images, weights, mean_file, mean_value, labels_file, oversample, to
         raise click.UsageError("give --mean or --mean-value, not both")
     mean = load_mean(mean_file) if mean_file else parse_mean_value(mean_value) if mean_value else None
     labels = load_labels(labels_file) if labels_file else None
-    net_obj = load(net, weights=weights)
+    net_obj = load(net, weights=weights, backend=backend)
     print_notices(net_obj.graph.notices)
     if mean is None:
         click.echo("note: no --mean or --mean-value: pixel values are not mean-centred", err=True)

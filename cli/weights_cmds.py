@@ -11,7 +11,7 @@ import numpy as np
 
 from convnet_io.errors import ConvnetError
 
-from .options import handle_errors, input_shape_option, parse_input_shapes, phase_option, print_notices
+from .options import backend_option, handle_errors, input_shape_option, parse_input_shapes, phase_option, print_notices
 
 
 @click.command("init")
@@ -88,14 +88,15 @@ def save_npz_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
 @click.option("--blobs", default=None, help="'all', or comma-separated blob names (default: the net's outputs).")
 @phase_option
 @click.option("--json", "as_json", is_flag=True, help="Print the written blobs' shapes as JSON.")
+@backend_option
 @handle_errors
-def forward(net, weights, inputs, output, blobs, phase, as_json):
+def forward(net, weights, inputs, output, blobs, phase, as_json, backend):
     """Run NET on .npy inputs and write the requested blobs to an .npz file."""
     from convnet_io.api import load
 
     feeds = _parse_inputs(inputs)
     shapes = {k: tuple(v.shape) for k, v in feeds.items()}
-    net_obj = load(net, weights=weights, phase=phase.upper(), input_shapes=shapes)
+    net_obj = load(net, weights=weights, phase=phase.upper(), input_shapes=shapes, backend=backend)
     print_notices(net_obj.graph.notices)
     wanted = None if blobs is None else ("all" if blobs == "all" else [b for b in blobs.split(",") if b])
     out = net_obj.forward(feeds, blobs=wanted)

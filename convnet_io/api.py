@@ -12,13 +12,27 @@ from .errors import ConvnetError
 from .graph import Graph, Shape
 
 
-class Net:
-    """A Caffe net ready to run: ``graph`` (the IR), ``module`` (the torch.nn.Module)."""
+BACKENDS = ("auto", "torch", "onnxruntime")
 
-    def __init__(self, graph: Graph, module: Any):
+
+class Net:
+    """A Caffe net ready to run: ``graph`` (the IR), ``module`` (the torch.nn.Module).
+
+    ``backend`` picks what ``forward`` runs on: ``torch`` (the module), ``onnxruntime`` (convnet's
+    own ONNX export of the module's current weights, in an ONNX Runtime session), or ``auto``:
+    ONNX Runtime for inference when the net exports (the faster of the two on CPUs, see
+    docs/BENCHMARKS.md), the module otherwise (training mode, training-only blobs, other image
+    sizes)."""
+
+    def __init__(self, graph: Graph, module: Any, backend: str = "auto"):
+        if backend not in BACKENDS:
+            raise ConvnetError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
         self.graph = graph
         self.module = module
+        self.backend = backend
         self._reshaped: dict[tuple, Any] = {}
+        self._ort: dict[tuple, Any] = {}
+        self._ort_weights: tuple | None = None
 
     # -- running -----------------------------------------------------------------------------------
     @property
@@ -35,8 +49,65 @@ class Net:
         (each write of an in-place blob separately: ``conv1``, ``conv1:1``), or a list of names; a
         plain Caffe name means the blob as Caffe holds it after the pass (its last write)."""
         wanted = self._resolve(self.graph, blobs)
-        out = self.run_values(inputs, [v for _, v in wanted])
+        values = [v for _, v in wanted]
+        feeds = self._feeds(inputs)
+        if self._use_onnxruntime(feeds, values):
+            out = self._run_onnxruntime(feeds, values)
+        else:
+            out = self.run_values(feeds, values)
         return {name: out[v] for name, v in wanted}
+
+    # -- ONNX Runtime --------------------------------------------------------------------------------
+    def _use_onnxruntime(self, feeds: dict[str, Any], values: list[str]) -> bool:
+        if self.backend == "torch" or (self.backend == "auto" and self.module.training):
+            return False
+        from .graph import inference_view
+        from .onnx_export import exporter_types
+
+        view = inference_view(self.graph)
+        exportable = set(exporter_types())
+        reason = None
+        if any(n.type not in exportable for n in view.nodes if not n.is_source):
+            reason = "the net has layers without an ONNX exporter"
+        elif any(n.type == "BatchNorm" and n.attrs.use_global_stats is False for n in view.nodes):
+            reason = "BatchNorm with use_global_stats: false needs batch statistics"
+        elif not set(values) <= set(view.values) or not set(feeds) <= set(view.read_inputs):
+            reason = "the blobs asked for are not part of the inference graph"
+        elif any(tuple(v.shape[1:]) != tuple(self.graph.shapes[k][1:]) for k, v in feeds.items()):
+            reason = "inputs differ from the definition in more than the batch size"
+        if reason and self.backend == "onnxruntime":
+            raise ConvnetError(f"cannot run on onnxruntime: {reason}")
+        return reason is None
+
+    def _weights_key(self) -> tuple:
+        # Tensors count their in-place changes: training the module through ``net.module``
+        # invalidates the exported sessions.
+        return tuple((id(t), t._version) for blobs in self.module.caffe_blobs().values() for t in blobs)
+
+    def _run_onnxruntime(self, feeds: dict[str, Any], values: list[str]) -> dict[str, np.ndarray]:
+        import onnx
+
+        from .onnx_export import export_onnx
+        from .runtimes.onnxruntime_session import make_session
+
+        key = self._weights_key()
+        if key != self._ort_weights:
+            self._ort.clear()
+            self._ort_weights = key
+            self._ort[("model",)] = export_onnx(self.graph, self.blobs())
+        names = tuple(values)
+        if names not in self._ort:
+            model = onnx.ModelProto()
+            model.CopyFrom(self._ort[("model",)])
+            del model.graph.output[:]
+            for v in names:
+                model.graph.output.append(onnx.helper.make_tensor_value_info(v, onnx.TensorProto.FLOAT, None))
+            session = make_session(model.SerializeToString())
+            self._ort[names] = (session, [i.name for i in session.get_inputs()])
+        session, inputs = self._ort[names]
+        feed = {k: np.ascontiguousarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, dtype=np.float32)
+                for k, v in feeds.items() if k in inputs}
+        return dict(zip(names, session.run(list(names), feed)))
 
     def run_values(self, inputs: Any, values: Iterable[str]) -> dict[str, np.ndarray]:
         """Run the net and return the given value ids (``conv1``, ``conv1:1``) exactly."""
@@ -126,16 +197,17 @@ class Net:
 
 def load(net: str | Path, weights: str | Path | None = None, phase: str = "TEST",
          input_shapes: dict[str, Shape] | Shape | None = None, seed: int = 0,
-         strict: bool = True) -> Net:
+         strict: bool = True, backend: str = "auto") -> Net:
     """Load a net definition (prototxt or Caffe2 listing) and optionally its .caffemodel weights.
 
     Without weights, blobs are filled from the net's fillers (seeded), as ``convnet init`` does.
+    ``backend`` is what ``forward`` runs on (see ``Net``).
     """
     from .torch_model import CaffeModule
 
     graph = load_graph(net, phase=phase.upper(), input_shapes=input_shapes)
     module = CaffeModule(graph)
-    result = Net(graph, module)
+    result = Net(graph, module, backend=backend)
     if weights is None:
         from .initialize import initial_blobs
 

@@ -10,15 +10,32 @@ only as deep as it needs to:
   ``layers`` (2, V1) and skipping everything else by length;
 * in each layer, ``name``/``type`` and the ``blobs`` submessages (for a V0 net,
   the same three fields inside ``V1LayerParameter.layer``);
-* in each ``BlobProto``, the shape fields and the ``data`` (5) / ``double_data``
-  (8) payloads, which become arrays through ``np.frombuffer``.
+* in each ``BlobProto``, the shape fields and where the ``data`` (5) /
+  ``double_data`` (8) payloads lie; the payloads themselves are skipped by
+  length, not read, until the arrays they become are filled.
 
-Memory: the file is read with a single ``read`` into one ``bytes`` object, each
-blob is viewed in place with ``np.frombuffer`` and then copied exactly once
-(``astype`` to native float32/float64).  Every returned array therefore owns
-its memory: C-contiguous, aligned, writable and independent of the file
-buffer, which is freed when :func:`read_caffemodel` returns.  Peak memory is
-about file size + weights size (2x the file for a float32 model).
+Memory: :func:`read_caffemodel` scans that structure through a read-only
+``mmap`` of the file, so only the pages holding tags, names and shapes are
+ever mapped in (and those are unmapped again every 16 MiB of scanning, which
+keeps a file of many small blobs from mapping much of itself); the packed
+payloads are not touched.  The map is closed once the scan is done,
+before the blobs' arrays are allocated.  Each blob's array is then allocated with
+``np.empty`` in its final dtype and filled by the kernel copying the payload
+from the file (``preadv``, or ``seek`` + ``readinto``) straight into it, so
+every value is copied exactly once and nothing else the size of the weights
+is ever held: peak memory is the weights' size (for a float32 model, about
+the file's size) plus a few pages.  Values are little-endian in the
+file and native in the arrays (swapped in place on a big-endian host).  Only
+rare encodings cost more: a blob stored one tag per value (not packed) is
+decoded from a copy of its bytes, and a file that cannot be mapped (an empty
+or special file such as a pipe, a file system without ``mmap``) is read whole
+into ``bytes`` and copied from there, about 2x the weights at its peak.  Every
+returned array owns its memory: C-contiguous, aligned, writable and
+independent of the file.  As with any ``mmap``, truncating the file while it
+is being scanned (rather than replacing it, as :func:`write_caffemodel` does)
+can kill the process with ``SIGBUS``; a file shrinking after the scan is a
+:class:`ConvnetError`.  :func:`read_blobproto` (for small mean files) reads
+the file into ``bytes`` and copies each blob out of it once.
 
 Parsing follows protobuf's rules wherever they matter for the result: a field
 with an unexpected wire type is an unknown field and skipped, a singular field
@@ -42,8 +59,11 @@ with ``os.replace`` only once complete.
 from __future__ import annotations
 
 import math
+import mmap
 import os
 import secrets
+import stat
+import sys
 from dataclasses import dataclass, field
 from typing import Iterable
 
@@ -275,7 +295,8 @@ def _fixed_run(buf: bytes, pos: int, end: int, tag_byte: int, width: int) -> int
     n, chunk = 0, 256
     while n < n_max:
         m = min(chunk, n_max - n)
-        tags = np.frombuffer(buf, np.uint8, count=m * rec, offset=pos + n * rec)[::rec]
+        at = pos + n * rec
+        tags = np.frombuffer(buf[at:at + m * rec], np.uint8)[::rec]  # a copy: no export of buf
         bad = np.flatnonzero(tags != tag_byte)
         if bad.size:
             return n + int(bad[0])
@@ -303,13 +324,42 @@ class _EmptyBlob(_BlobError):
     """A BlobProto without a single blob field."""
 
 
-def _decode_blob(buf: bytes, pos: int, end: int) -> np.ndarray:
-    """Decode the BlobProto at ``buf[pos:end]``."""
+class _BlobPlan:
+    """A checked BlobProto whose values are not read yet.
+
+    ``chunks`` are its values in file order: ``(offset, count)`` for a packed
+    payload of ``count`` little-endian ``wire`` values at byte ``offset`` of the
+    file (not touched while scanning), or an array already decoded from the
+    rare non-packed encoding.  ``count`` is their total, checked against ``shape``.
+    """
+
+    __slots__ = ("shape", "dtype", "wire", "count", "chunks")
+
+    def __init__(self, shape: tuple[int, ...], dtype: type, wire: np.dtype, count: int,
+                 chunks: list[tuple[int, int] | np.ndarray]):
+        self.shape, self.dtype, self.wire, self.count, self.chunks = (
+            shape, dtype, wire, count, chunks)
+
+
+def _run_values(buf, pos: int, n: int, width: int, wire: np.dtype) -> np.ndarray:
+    """The ``n`` values of a run of non-packed ``tag byte + width-byte value`` records."""
+    rec = 1 + width
+    recs = np.frombuffer(buf[pos:pos + n * rec], np.uint8).reshape(n, rec)  # a copy: no export
+    return recs[:, 1:].copy().view(wire).reshape(n)
+
+
+def _scan_blob(buf, pos: int, end: int) -> _BlobPlan:
+    """Scan the BlobProto at ``buf[pos:end]``: its shape and where its values lie.
+
+    Packed payloads are only located (by length), never read, so an ``mmap``
+    ``buf`` keeps their pages untouched; nothing here holds a buffer export of
+    ``buf`` (slices of an ``mmap`` are ``bytes`` copies), so it can be closed.
+    """
     legacy: list[int | None] = [None, None, None, None]
     dims: list[int] = []
     has_shape = False
-    f32: list[np.ndarray] = []
-    f64: list[np.ndarray] = []
+    f32: list[tuple[int, int] | np.ndarray] = []
+    f64: list[tuple[int, int] | np.ndarray] = []
     seen = False
     while pos < end:
         tag_pos = pos
@@ -319,32 +369,30 @@ def _decode_blob(buf: bytes, pos: int, end: int) -> np.ndarray:
                 if (b - a) % 4:
                     raise _WireError(f"packed float data of {b - a} bytes is not a multiple of 4",
                                      tag_pos)
-                f32.append(np.frombuffer(buf, _F32, count=(b - a) // 4, offset=a))
+                f32.append((a, (b - a) // 4))
                 seen = True
             elif wt == _I32:
                 n = _fixed_run(buf, tag_pos, end, (_BLOB_DATA << 3) | _I32, 4)
                 if n:
-                    recs = np.frombuffer(buf, np.uint8, count=n * 5, offset=tag_pos).reshape(n, 5)
-                    f32.append(recs[:, 1:].copy().view(_F32).reshape(n))
+                    f32.append(_run_values(buf, tag_pos, n, 4, _F32))
                     pos = tag_pos + n * 5
                 else:  # a non-minimal tag encoding: take this one value alone
-                    f32.append(np.frombuffer(buf, _F32, count=1, offset=a))
+                    f32.append((a, 1))
                 seen = True
         elif number == _BLOB_DOUBLE_DATA:
             if wt == _LEN:
                 if (b - a) % 8:
                     raise _WireError(
                         f"packed double data of {b - a} bytes is not a multiple of 8", tag_pos)
-                f64.append(np.frombuffer(buf, _F64, count=(b - a) // 8, offset=a))
+                f64.append((a, (b - a) // 8))
                 seen = True
             elif wt == _I64:
                 n = _fixed_run(buf, tag_pos, end, (_BLOB_DOUBLE_DATA << 3) | _I64, 8)
                 if n:
-                    recs = np.frombuffer(buf, np.uint8, count=n * 9, offset=tag_pos).reshape(n, 9)
-                    f64.append(recs[:, 1:].copy().view(_F64).reshape(n))
+                    f64.append(_run_values(buf, tag_pos, n, 8, _F64))
                     pos = tag_pos + n * 9
                 else:
-                    f64.append(np.frombuffer(buf, _F64, count=1, offset=a))
+                    f64.append((a, 1))
                 seen = True
         elif number == _BLOB_SHAPE and wt == _LEN:
             has_shape = seen = True
@@ -374,22 +422,98 @@ def _decode_blob(buf: bytes, pos: int, end: int) -> np.ndarray:
     if any(d < 0 for d in shape):
         raise _BlobError(f"negative dimension in shape {_fmt_shape(shape)}")
 
-    if f64:  # Caffe reads double_data whenever it is non-empty
-        chunks, dtype = f64, np.float64
+    chunks = f64 or f32  # Caffe reads double_data whenever it is non-empty
+    if len(chunks) == 1 and type(chunks[0]) is tuple:  # the usual case: one packed payload
+        total = chunks[0][1]
     else:
-        chunks, dtype = f32, np.float32
-    if len(chunks) == 1:
-        flat = chunks[0].astype(dtype)  # the one copy: owned, aligned, native-endian
-    elif chunks:
-        flat = np.concatenate(chunks).astype(dtype, copy=False)
-    else:
-        flat = np.empty(0, dtype)
+        total = sum(c[1] if type(c) is tuple else c.size for c in chunks)
     count = math.prod(shape)
-    if flat.size != count:
+    if total != count:
         what = "double_data" if f64 else "data"
-        raise _BlobError(f"{flat.size} values in {what} but shape {_fmt_shape(shape)} "
+        raise _BlobError(f"{total} values in {what} but shape {_fmt_shape(shape)} "
                          f"holds {count}")
-    return flat.reshape(shape)
+    if f64:
+        return _BlobPlan(shape, np.float64, _F64, total, f64)
+    return _BlobPlan(shape, np.float32, _F32, total, f32)
+
+
+def _fill_from_buffer(plan: _BlobPlan, buf) -> np.ndarray:
+    """The plan's array, its packed values copied (once) out of ``buf``."""
+    flat = np.empty(plan.count, plan.dtype)
+    i = 0
+    for c in plan.chunks:
+        if type(c) is tuple:
+            offset, n = c
+            flat[i:i + n] = np.frombuffer(buf, plan.wire, count=n, offset=offset)
+        else:
+            n = c.size
+            flat[i:i + n] = c
+        i += n
+    return flat.reshape(plan.shape)
+
+
+_SWAP = sys.byteorder != "little"  # the file's values are little-endian
+_PREADV = hasattr(os, "preadv")  # one system call per payload instead of seek + read
+
+
+class _ShortRead(Exception):
+    """The file ended before a payload its structure located (it shrank while being read)."""
+
+
+def _readinto_at(f, offset: int, out: memoryview) -> None:
+    """Fill ``out`` with the file's bytes from ``offset`` (a read may return short)."""
+    got, want = 0, len(out)
+    if _PREADV:
+        fd = f.fileno()
+        while got < want:
+            n = os.preadv(fd, [out[got:]], offset + got)
+            if not n:
+                break
+            got += n
+    else:
+        f.seek(offset)
+        while got < want:
+            n = f.readinto(out[got:])
+            if not n:
+                break
+            got += n
+    if got < want:
+        raise _ShortRead(f"expected {want} bytes at byte {offset}, the file ended after {got}")
+
+
+def _fill_from_file(plan: _BlobPlan, f) -> np.ndarray:
+    """The plan's array, its packed values read by the kernel straight into it."""
+    chunks = plan.chunks
+    if len(chunks) == 1 and type(chunks[0]) is tuple:  # the usual case: one packed payload
+        offset, n = chunks[0]
+        flat = np.empty(n, plan.dtype)
+        if n:
+            out = memoryview(flat).cast("B")
+            if not _PREADV or os.preadv(f.fileno(), (out,), offset) != len(out):
+                _readinto_at(f, offset, out)  # the general way, for short reads too
+            if _SWAP:
+                flat.byteswap(inplace=True)
+        return flat.reshape(plan.shape)
+    flat = np.empty(plan.count, plan.dtype)
+    i = 0
+    for c in plan.chunks:
+        if type(c) is tuple:
+            offset, n = c
+            if n:
+                seg = flat[i:i + n]
+                _readinto_at(f, offset, memoryview(seg).cast("B"))
+                if _SWAP:
+                    seg.byteswap(inplace=True)
+        else:
+            n = c.size
+            flat[i:i + n] = c
+        i += n
+    return flat.reshape(plan.shape)
+
+
+def _decode_blob(buf: bytes, pos: int, end: int) -> np.ndarray:
+    """Decode the BlobProto at ``buf[pos:end]``."""
+    return _fill_from_buffer(_scan_blob(buf, pos, end), buf)
 
 
 def _fmt_shape(shape: tuple[int, ...]) -> str:
@@ -406,6 +530,42 @@ def _read_bytes(path: str | os.PathLike) -> bytes:
         raise ConvnetError(f"{path}: is a directory, not a weights file") from None
     except OSError as e:
         raise ConvnetError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def _open_mapped(path: str | os.PathLike):
+    """Open ``path`` for :func:`read_caffemodel`: (unbuffered file, its bytes as ``buf``).
+
+    ``buf`` is a read-only ``mmap`` of a non-empty regular file, so scanning the
+    structure only pages in what it touches; where mapping is impossible (an
+    empty or special file, a file system without ``mmap``) it is the whole file
+    read into ``bytes``, as :func:`_read_bytes` does.  The caller closes both.
+    """
+    try:
+        f = open(path, "rb", buffering=0)
+    except FileNotFoundError:
+        raise ConvnetError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConvnetError(f"{path}: is a directory, not a weights file") from None
+    except OSError as e:
+        raise ConvnetError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        try:
+            st = os.fstat(f.fileno())
+            if stat.S_ISREG(st.st_mode) and st.st_size > 0:
+                try:
+                    return f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                except (OSError, ValueError):
+                    pass  # e.g. a file system that cannot map files: read it instead
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError
+            return f, f.readall()
+        except IsADirectoryError:
+            raise ConvnetError(f"{path}: is a directory, not a weights file") from None
+        except OSError as e:
+            raise ConvnetError(f"{path}: cannot read: {e.strerror or e}") from None
+    except BaseException:
+        f.close()
+        raise
 
 
 def _text(raw: bytes) -> str:
@@ -480,14 +640,74 @@ def read_caffemodel(path: str | os.PathLike) -> list[LayerBlobs]:
     upgrade does.  Layers without blobs are left out.  Arrays are float32, or
     float64 for a blob stored as ``double_data``, and own their memory.
 
+    The structure is scanned through an ``mmap`` that is closed again before
+    the arrays are allocated and read into from the file, so peak memory is
+    about the weights' size (see the module docstring).
+
     Raises :class:`ConvnetError` naming the file (and the layer, where known)
     for a file that is unreadable, truncated or malformed, or whose blob sizes
     disagree with their shapes.
     """
-    buf = _read_bytes(path)
-    if not buf:
-        raise ConvnetError(f"{path}: empty file, not a caffemodel")
+    f, buf = _open_mapped(path)
+    mapped = isinstance(buf, mmap.mmap)
+    try:
+        try:
+            plans = _plan_caffemodel(path, buf)
+        finally:
+            if mapped:
+                buf.close()  # before the arrays are filled: its pages no longer count
+        out: list[LayerBlobs] = []
+        for name, ltype, blob_plans in plans:
+            if mapped:
+                arrays = [_fill_from_file(plan, f) for plan in blob_plans]
+            else:
+                arrays = [_fill_from_buffer(plan, buf) for plan in blob_plans]
+            out.append(LayerBlobs(name, ltype, arrays))
+        return out
+    except _ShortRead as e:
+        raise ConvnetError(
+            f"{path}: cannot read: the file changed while being read ({e})") from None
+    except OSError as e:
+        raise ConvnetError(f"{path}: cannot read: {e.strerror or e}") from None
+    finally:
+        f.close()
+
+
+class _PageDropper:
+    """Unmaps the pages a scan of an ``mmap`` touched, every ``_DROP_EVERY`` bytes it advances.
+
+    A scan touches only tags and lengths, but each touch maps a page or more
+    (the kernel maps neighbouring cached pages too); for a file of many small
+    blobs that would add up to much of the file.  ``MADV_DONTNEED`` on a
+    read-only file mapping just unmaps: the page cache keeps the data.
+    """
+
+    def __init__(self, buf):
+        self.mm = buf if isinstance(buf, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED") else None
+        self.mark = 0
+
+    def at(self, pos: int) -> None:
+        if self.mm is not None and abs(pos - self.mark) >= _DROP_EVERY:
+            self.drop()
+            self.mark = pos
+
+    def drop(self) -> None:
+        if self.mm is not None:
+            try:
+                self.mm.madvise(mmap.MADV_DONTNEED)
+            except OSError:
+                self.mm = None
+
+
+_DROP_EVERY = 16 << 20
+
+
+def _plan_caffemodel(path, buf) -> list[tuple[str, str, list[_BlobPlan]]]:
+    """Scan the ``NetParameter`` in ``buf``: (name, type, blob plans) of each layer with blobs."""
     end = len(buf)
+    if not end:
+        raise ConvnetError(f"{path}: empty file, not a caffemodel")
+    pager = _PageDropper(buf)
     v2: list[tuple[int, int]] = []
     v1: list[tuple[int, int]] = []
     pos = 0
@@ -499,6 +719,7 @@ def read_caffemodel(path: str | os.PathLike) -> list[LayerBlobs]:
                     v2.append((a, b))
                 elif number == _NET_LAYERS:
                     v1.append((a, b))
+            pager.at(pos)
     except _WireError as e:
         raise ConvnetError(
             f"{path}: corrupt caffemodel after {len(v2) + len(v1)} layers: {e.message} "
@@ -528,25 +749,26 @@ def read_caffemodel(path: str | os.PathLike) -> list[LayerBlobs]:
             raise ConvnetError(f"{path}: {_layer_label(spans)}: corrupt layer: {e.message} "
                                f"at byte {e.pos}") from None
         layers.append(spans)
+        pager.at(b)
     if any_v0:
         # Caffe's V0->V1 upgrade rebuilds every layer from its V0 part only.
         layers = [s if s.v0 else _LayerSpans(s.index) for s in layers]
 
-    out: list[LayerBlobs] = []
+    out: list[tuple[str, str, list[_BlobPlan]]] = []
     for spans in layers:
         if not spans.blobs:
             continue
-        arrays = []
+        plans = []
         for j, (a, b) in enumerate(spans.blobs):
             try:
-                arr = _decode_blob(buf, a, b)
+                plans.append(_scan_blob(buf, a, b))
             except _WireError as e:
                 raise ConvnetError(f"{path}: {_layer_label(spans)}: blob {j} is corrupt: "
                                    f"{e.message} at byte {e.pos}") from None
             except _BlobError as e:
                 raise ConvnetError(f"{path}: {_layer_label(spans)}: blob {j}: {e}") from None
-            arrays.append(arr)
-        out.append(LayerBlobs(spans.name or "", spans.type, arrays))
+        pager.at(b)
+        out.append((spans.name or "", spans.type, plans))
     return out
 
 

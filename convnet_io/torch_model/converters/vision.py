@@ -136,12 +136,7 @@ class Pooling(CaffeLayer):
 
     def forward(self, x):
         if self.method == "MAX":
-            # Caffe starts each max at -FLT_MAX, replaces it only on a greater value (so NaN never
-            # wins) and skips padding: map NaN and -inf to the lowest float, pad with it too.
-            low = torch.finfo(x.dtype).min
-            x = torch.nan_to_num(x, nan=low, neginf=low, posinf=float("inf"))
-            xp = self._padded(x, low)
-            return F.max_pool2d(xp, self.kernel, self.stride)
+            return self._max(x)
         if self.method == "AVE":
             xp = self._padded(x, 0.0)
             sums = F.avg_pool2d(xp, self.kernel, self.stride, divisor_override=1)
@@ -153,6 +148,21 @@ class Pooling(CaffeLayer):
         num = F.avg_pool2d(xp * xp, self.kernel, self.stride, divisor_override=1)
         den = F.avg_pool2d(xp, self.kernel, self.stride, divisor_override=1)
         return torch.where(den != 0, num / torch.where(den != 0, den, torch.ones_like(den)), torch.zeros_like(den))
+
+    def _max(self, x: torch.Tensor) -> torch.Tensor:
+        """Caffe starts each max at -FLT_MAX and replaces it only on a greater value, so NaN never
+        wins and padding never does: pad with the lowest float; where the plain max pool gives NaN
+        or -inf (rare), redo it with those mapped to -FLT_MAX. On GPUs, and when traced or compiled,
+        the mapping is done up front: no host sync, no data-dependent branch."""
+        low = torch.finfo(x.dtype).min
+        if x.device.type != "cpu" or torch.jit.is_tracing() or torch.compiler.is_compiling():
+            x = torch.nan_to_num(x, nan=low, neginf=low, posinf=float("inf"))
+            return F.max_pool2d(self._padded(x, low), self.kernel, self.stride)
+        out = F.max_pool2d(self._padded(x, low), self.kernel, self.stride)
+        if bool(torch.isfinite(out).all()) or not bool((torch.isnan(out) | (out == float("-inf"))).any()):
+            return out
+        x = torch.nan_to_num(x, nan=low, neginf=low, posinf=float("inf"))
+        return F.max_pool2d(self._padded(x, low), self.kernel, self.stride)
 
     def extra_repr(self):
         return (f"{self.method}, kernel_size={self.kernel}, stride={self.stride}, padding={self.pad}, "
