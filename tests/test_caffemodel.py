@@ -501,6 +501,153 @@ def test_file_level_errors(tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# the mmap scan + read-into-place path
+# ---------------------------------------------------------------------------
+
+
+def random_bits(n: int, dtype, seed: int) -> np.ndarray:
+    """Values of every bit pattern (NaN payloads, infinities, subnormals, -0.0)."""
+    udt = np.uint32 if np.dtype(dtype).itemsize == 4 else np.uint64
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, np.iinfo(udt).max, size=n, dtype=udt, endpoint=True).view(dtype)
+
+
+def assert_bits(actual: np.ndarray, expected: np.ndarray):
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    udt = np.uint32 if expected.dtype.itemsize == 4 else np.uint64
+    np.testing.assert_array_equal(actual.view(udt), expected.view(udt))
+
+
+def big_model(tmp_path):
+    """A ~20 MB file: written float32 layers, then a hand-built layer whose float32
+    blob is split into packed and unpacked pieces and whose float64 blob is packed."""
+    written = [
+        LayerBlobs("conv", "Convolution", [random_bits(64 * 32 * 5 * 5, np.float32, 1)
+                                           .reshape(64, 32, 5, 5), random_bits(64, np.float32, 2)]),
+        LayerBlobs("fc", "InnerProduct", [random_bits(4096 * 1150, np.float32, 3)
+                                          .reshape(4096, 1150), random_bits(4096, np.float32, 4)]),
+        LayerBlobs("empty", "Scale", [np.zeros((0, 3), np.float32)]),
+    ]
+    p = tmp_path / "big.caffemodel"
+    write_caffemodel(p, written, net_name="big")
+    split = random_bits(300_000, np.float32, 5)
+    unpacked = b"".join(key(5, 5) + v.tobytes() for v in split[100_000:100_010])
+    f32_blob = (ld(7, ld(1, varint(300) + varint(1000))) + ld(5, split[:100_000].tobytes())
+                + unpacked + ld(5, split[100_010:].tobytes()))
+    doubles = random_bits(50_000, np.float64, 6)
+    f64_blob = ld(7, ld(1, varint(50_000))) + ld(8, doubles.astype("<f8").tobytes())
+    layer = ld(1, b"mixed") + ld(2, b"Scale") + ld(7, f32_blob) + ld(7, f64_blob)
+    with open(p, "ab") as f:
+        f.write(ld(100, layer))
+    expected = written + [LayerBlobs("mixed", "Scale", [split.reshape(300, 1000), doubles])]
+    return p, expected
+
+
+def assert_model(got, expected):
+    assert [(l.name, l.type, len(l.blobs)) for l in got] == \
+        [(l.name, l.type, len(l.blobs)) for l in expected]
+    for g, e in zip(got, expected):
+        for a, b in zip(g.blobs, e.blobs):
+            assert_bits(a, b)
+            assert (a if a.base is None else a.base).flags.owndata
+            assert a.flags.c_contiguous and a.flags.aligned and a.flags.writeable
+
+
+def test_large_file_reads_back_bit_exactly(tmp_path):
+    p, expected = big_model(tmp_path)
+    assert p.stat().st_size > 20e6
+    got = read_caffemodel(p)
+    assert_model(got, expected)
+    assert got[0].blobs[0].dtype == np.float32 and got[-1].blobs[1].dtype == np.float64
+    # every array is independent of the file and of the others
+    got[1].blobs[0][...] = 0
+    assert_model(read_caffemodel(p), expected)
+
+
+def mapped(path) -> bool:
+    with open("/proc/self/maps") as f:
+        return any(line.rstrip().endswith(str(path)) for line in f)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs /proc/self/maps")
+def test_file_is_not_mapped_after_reading_or_failing(tmp_path):
+    p, _ = big_model(tmp_path)
+    got = read_caffemodel(p)
+    assert not mapped(p)
+    del got
+    raw = p.read_bytes()
+    for bad in (raw[:-7], raw + b"\x0f", raw[:1000]):  # truncated, a bad tag, a cut blob
+        p.write_bytes(bad)
+        with pytest.raises(ConvnetError, match=str(p)):
+            read_caffemodel(p)
+        assert not mapped(p)
+
+
+def test_unmappable_file_is_read_into_memory(tmp_path, monkeypatch):
+    p, expected = big_model(tmp_path)
+
+    class NoMap(cm.mmap.mmap):
+        def __new__(cls, *args, **kwargs):
+            raise OSError(19, "No such device")
+
+    monkeypatch.setattr(cm.mmap, "mmap", NoMap)
+    assert_model(read_caffemodel(p), expected)
+
+
+def test_without_preadv_and_with_byte_swapping(tmp_path, monkeypatch):
+    p, expected = big_model(tmp_path)
+    monkeypatch.setattr(cm, "_PREADV", False)
+    assert_model(read_caffemodel(p), expected)
+    # a big-endian host swaps each payload in place; here that must give the swapped bits
+    monkeypatch.setattr(cm, "_SWAP", True)
+    got = read_caffemodel(p)
+    for g, e in zip(got[:2], expected[:2]):
+        for a, b in zip(g.blobs, e.blobs):
+            assert_bits(a, b.byteswap())
+    assert_bits(got[-1].blobs[1], expected[-1].blobs[1].byteswap())
+
+
+def test_file_shrinking_after_the_scan_is_a_convnet_error(tmp_path, monkeypatch):
+    p, _ = big_model(tmp_path)
+    size = p.stat().st_size
+    scan = cm._plan_caffemodel
+
+    def scan_then_truncate(path, buf):
+        plans = scan(path, buf)
+        os.truncate(path, size // 2)
+        return plans
+
+    monkeypatch.setattr(cm, "_plan_caffemodel", scan_then_truncate)
+    with pytest.raises(ConvnetError, match=f"{p}: cannot read: the file changed"):
+        read_caffemodel(p)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_read_from_a_pipe(tmp_path):
+    import threading
+
+    src = write_sample(tmp_path)
+    raw = src.read_bytes()
+    fifo = tmp_path / "pipe.caffemodel"
+    os.mkfifo(fifo)
+
+    def feed():
+        with open(fifo, "wb") as f:
+            f.write(raw)
+
+    t = threading.Thread(target=feed)
+    t.start()
+    try:
+        got = read_caffemodel(fifo)
+    finally:
+        t.join()
+    for g, e in zip(got, read_caffemodel(src)):
+        assert (g.name, g.type) == (e.name, e.type)
+        for a, b in zip(g.blobs, e.blobs):
+            assert_same(a, b)
+
+
+# ---------------------------------------------------------------------------
 # OpenCV reads what we write
 # ---------------------------------------------------------------------------
 
