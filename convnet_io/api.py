@@ -50,31 +50,50 @@ class Net:
         plain Caffe name means the blob as Caffe holds it after the pass (its last write)."""
         wanted = self._resolve(self.graph, blobs)
         values = [v for _, v in wanted]
-        feeds = self._feeds(inputs)
-        if self._use_onnxruntime(feeds, values):
-            out = self._run_onnxruntime(feeds, values)
+        named = self._named_inputs(inputs)
+        if self._use_onnxruntime(named, values):
+            out = self._run_onnxruntime(named, values)
         else:
-            out = self.run_values(feeds, values)
+            out = self.run_values(named, values)
         return {name: out[v] for name, v in wanted}
 
     # -- ONNX Runtime --------------------------------------------------------------------------------
+    def _named_inputs(self, inputs: Any) -> dict[str, Any]:
+        if isinstance(inputs, Mapping):
+            unknown = [k for k in inputs if k not in self.graph.inputs]
+            if unknown:
+                raise ConvnetError(f"'{unknown[0]}' is not an input of the net (inputs: {', '.join(self.graph.inputs)})")
+            return dict(inputs)
+        data_inputs = [v for v in self.graph.inputs if len(self.graph.shapes[v]) > 1] or self.graph.inputs
+        if len(data_inputs) != 1:
+            raise ConvnetError(f"the net has inputs {', '.join(self.graph.inputs)}: pass a dict")
+        return {data_inputs[0]: inputs}
+
+    def _onnxruntime_blocker(self) -> tuple[str | None, set[str], set[str]]:
+        """Why the graph cannot run on ONNX Runtime (None if it can), its values and inputs."""
+        if not hasattr(self, "_ort_plan"):
+            from .graph import inference_view
+            from .onnx_export import exporter_types
+
+            view = inference_view(self.graph)
+            exportable = set(exporter_types())
+            reason = None
+            if any(n.type not in exportable for n in view.nodes if not n.is_source):
+                reason = "the net has layers without an ONNX exporter"
+            elif any(n.type == "BatchNorm" and n.attrs.use_global_stats is False for n in view.nodes):
+                reason = "BatchNorm with use_global_stats: false needs batch statistics"
+            self._ort_plan = (reason, set(view.values), set(view.read_inputs))
+        return self._ort_plan
+
     def _use_onnxruntime(self, feeds: dict[str, Any], values: list[str]) -> bool:
         if self.backend == "torch" or (self.backend == "auto" and self.module.training):
             return False
-        from .graph import inference_view
-        from .onnx_export import exporter_types
-
-        view = inference_view(self.graph)
-        exportable = set(exporter_types())
-        reason = None
-        if any(n.type not in exportable for n in view.nodes if not n.is_source):
-            reason = "the net has layers without an ONNX exporter"
-        elif any(n.type == "BatchNorm" and n.attrs.use_global_stats is False for n in view.nodes):
-            reason = "BatchNorm with use_global_stats: false needs batch statistics"
-        elif not set(values) <= set(view.values) or not set(feeds) <= set(view.read_inputs):
-            reason = "the blobs asked for are not part of the inference graph"
-        elif any(tuple(v.shape[1:]) != tuple(self.graph.shapes[k][1:]) for k, v in feeds.items()):
-            reason = "inputs differ from the definition in more than the batch size"
+        reason, view_values, view_inputs = self._onnxruntime_blocker()
+        if reason is None:
+            if not set(values) <= view_values or not set(feeds) <= view_inputs:
+                reason = "the blobs asked for are not part of the inference graph"
+            elif any(tuple(np.shape(v)[1:]) != tuple(self.graph.shapes[k][1:]) for k, v in feeds.items()):
+                reason = "inputs differ from the definition in more than the batch size"
         if reason and self.backend == "onnxruntime":
             raise ConvnetError(f"cannot run on onnxruntime: {reason}")
         return reason is None
@@ -107,6 +126,9 @@ class Net:
         session, inputs = self._ort[names]
         feed = {k: np.ascontiguousarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, dtype=np.float32)
                 for k, v in feeds.items() if k in inputs}
+        missing = [k for k in inputs if k not in feed]
+        if missing:
+            raise ConvnetError(f"missing input(s): {', '.join(missing)}")
         return dict(zip(names, session.run(list(names), feed)))
 
     def run_values(self, inputs: Any, values: Iterable[str]) -> dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ an in-place ReLU does not hide the convolution output it overwrote.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 Shape = tuple[int, ...]
@@ -81,7 +82,10 @@ class Node:
 
 @dataclass
 class Graph:
-    """A whole net for one phase, nodes in execution order, every value's shape known."""
+    """A whole net for one phase, nodes in execution order, every value's shape known.
+
+    A graph is not changed once built (``dataclasses.replace`` makes a new one), so the derived
+    lists below are computed once."""
 
     name: str
     phase: str
@@ -98,24 +102,24 @@ class Graph:
                 return n
         raise KeyError(name)
 
-    @property
+    @cached_property
     def inputs(self) -> list[str]:
         """Values written by source layers: what a forward pass is fed."""
         return [t for n in self.nodes if n.is_source for t in n.tops]
 
-    @property
+    @cached_property
     def read_inputs(self) -> list[str]:
         """Inputs that some layer reads (a label no kept layer uses is left out)."""
         read = {b for n in self.nodes for b in n.bottoms}
         return [v for v in self.inputs if v in read]
 
-    @property
+    @cached_property
     def outputs(self) -> list[str]:
         """Values that no layer reads: what a forward pass returns by default."""
         read = {b for n in self.nodes for b in n.bottoms}
         return [t for n in self.nodes if not n.is_source for t in n.tops if t not in read]
 
-    @property
+    @cached_property
     def values(self) -> list[str]:
         """Every value in execution order."""
         return [t for n in self.nodes for t in n.tops]
