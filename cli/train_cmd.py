@@ -40,10 +40,13 @@ def _sources(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--seed", type=int, help="Override random_seed.")
 @click.option("--log-json", type=click.Path(dir_okay=False), help="Write metrics here (JSON lines; .csv for CSV).")
 @click.option("--skip-bad-data", is_flag=True, help="Skip (and count) unreadable records instead of stopping.")
+@click.option("--pca-lighting", is_flag=True,
+              help="The AlexNet paper's PCA colour augmentation (sigma 0.1) at TRAIN; not part of Caffe.")
 @click.option("--progress/--no-progress", default=False, help="Show a progress bar.")
 @handle_errors
 def train(solver, net, weights, resume, max_iter, base_lr, batch_size, test_interval, test_iter, snapshot_prefix,
-          snapshot_every, data, mean_file, device, nproc, workers, seed, log_json, skip_bad_data, progress):
+          snapshot_every, data, mean_file, device, nproc, workers, seed, log_json, skip_bad_data, pca_lighting,
+          progress):
     """Train with a Caffe solver: Caffe's update rules, schedules, test phases and snapshots."""
     from convnet_io.train.config import TrainOptions
     from convnet_io.train.distributed import run_training
@@ -52,7 +55,7 @@ def train(solver, net, weights, resume, max_iter, base_lr, batch_size, test_inte
                         batch_size=batch_size, test_interval=test_interval, test_iter=test_iter,
                         snapshot_prefix=snapshot_prefix, snapshot_every=snapshot_every, sources=_sources(data),
                         mean_file=mean_file, device=device, workers=workers, seed=seed, log_json=log_json,
-                        skip_bad_data=skip_bad_data, progress=progress)
+                        skip_bad_data=skip_bad_data, pca_lighting=pca_lighting, progress=progress)
     result = run_training(opts, nproc=nproc)
     if result:
         click.echo(f"trained {result['iterations']} iterations in {result['seconds']:.1f} s "

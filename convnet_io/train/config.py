@@ -36,6 +36,7 @@ class TrainOptions:
     seed: int | None = None
     log_json: str | None = None
     skip_bad_data: bool = False
+    pca_lighting: bool = False  # the AlexNet paper's colour augmentation (not Caffe's), TRAIN only
     progress: bool = False
     quiet: bool = False
 

@@ -121,7 +121,8 @@ class Trainer:
         net = self.train_net if phase == "TRAIN" else self.test_net
         return DataFeeder(graph, phase, net=net, seed=self.seed, rank=self.rank if sharded else 0,
                           world_size=self.world_size if sharded else 1, workers=self.opts.workers,
-                          start_batch=start_batch, skip_bad=self.opts.skip_bad_data)
+                          start_batch=start_batch, skip_bad=self.opts.skip_bad_data,
+                          pca_lighting=self.opts.pca_lighting and phase == "TRAIN")
 
     def _resume(self, path: str) -> None:
         from ..weights import check_weights
