@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from pathlib import Path
 
 import click
 import numpy as np
@@ -69,15 +66,10 @@ def _parse_inputs(items: tuple[str, ...]) -> dict[str, np.ndarray]:
 
 
 def save_npz_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from convnet_io.atomic import atomic_output
+
+    with atomic_output(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 @click.command("forward")

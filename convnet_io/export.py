@@ -2,13 +2,12 @@
 safetensors."""
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_output
 from .errors import ConvnetError
 
 
@@ -61,15 +60,8 @@ def validate_onnx(net, model, batches=(1, 7), seed: int = 0, rtol: float = 1e-4,
 
 
 def _atomic_write(path: str | Path, write) -> None:
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=str(target.parent) if str(target.parent) else ".", prefix=f".{target.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp:
+        write(str(tmp))
 
 
 def example_inputs(net, batch: int = 1):

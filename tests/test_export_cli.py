@@ -235,14 +235,13 @@ def test_onnx_write_failing_midway_leaves_nothing(net_path, tmp_path, monkeypatc
     import importlib
     import os
 
-    exporter = importlib.import_module("convnet_io.onnx_export.exporter")  # the package re-exports a
-    # decorator of the same name
+    atomic = importlib.import_module("convnet_io.atomic")  # every writer renames through it
 
     def boom(src, dst):
         assert os.path.getsize(src) > 0  # the data was written to the temporary file
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(exporter, "os", types.SimpleNamespace(fdopen=os.fdopen, replace=boom))
+    monkeypatch.setattr(atomic, "os", types.SimpleNamespace(close=os.close, replace=boom))
     out = tmp_path / "net.onnx"
     r = invoke(net_path, "--onnx", out, "--no-check")
     assert r.exit_code == 3 and "disk on fire" in r.stderr
@@ -253,13 +252,13 @@ def test_onnx_write_failing_midway_leaves_nothing(net_path, tmp_path, monkeypatc
 def test_other_writes_failing_midway_leave_nothing(net_path, tmp_path, monkeypatch, kind):
     import os
 
-    from convnet_io import export as export_mod
+    from convnet_io import atomic
 
     def boom(src, dst):
         assert os.path.getsize(src) > 0
         raise OSError("disk on fire")
 
-    monkeypatch.setattr(export_mod, "os", types.SimpleNamespace(close=os.close, replace=boom))
+    monkeypatch.setattr(atomic, "os", types.SimpleNamespace(close=os.close, replace=boom))
     out = tmp_path / f"net.{kind}"
     r = invoke(net_path, f"--{kind}", out)
     assert r.exit_code == 3 and "disk on fire" in r.stderr

@@ -1,8 +1,6 @@
 """Graph + Caffe blobs -> ONNX model, built with onnx.helper and checked with onnx.checker."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +8,7 @@ import onnx
 from onnx import helper
 
 from .. import __version__
+from ..atomic import write_bytes_atomic
 from ..errors import ConvnetError
 from ..graph import Graph, inference_view
 from .context import FLOAT, ExportContext
@@ -74,12 +73,4 @@ def check_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def save_onnx(model: onnx.ModelProto, path: str | Path) -> None:
     """Write atomically: a temporary file in the same folder, then rename."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=f".{target.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, model.SerializeToString())

@@ -1,8 +1,6 @@
 """Caffe snapshots: ``<prefix>_iter_<N>.caffemodel`` and ``.solverstate``, written atomically."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from ..errors import ConvnetError
@@ -12,18 +10,6 @@ from ..proto import caffe_pb2
 def snapshot_paths(prefix: str, iteration: int) -> tuple[Path, Path]:
     base = f"{prefix}_iter_{iteration}"
     return Path(base + ".caffemodel"), Path(base + ".solverstate")
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=str(path.parent), prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_solverstate(path: str | Path) -> caffe_pb2.SolverState:

@@ -23,7 +23,8 @@ from ..graph import Graph
 from ..torch_model import CaffeModule
 from .config import TrainOptions, apply_overrides, net_parameters, read_solver
 from .metrics import MetricsLog, log
-from .snapshot import learned_net_path, read_solverstate, snapshot_paths, write_bytes_atomic
+from ..atomic import write_bytes_atomic
+from .snapshot import learned_net_path, read_solverstate, snapshot_paths
 
 
 def pick_device(choice: str) -> torch.device:
