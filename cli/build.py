@@ -15,12 +15,15 @@ from .options import handle_errors, input_shape_option, parse_input_shapes, phas
 @click.argument("net", type=click.Path(dir_okay=False))
 @phase_option
 @input_shape_option
+@click.option("--stage", "stages", multiple=True, help="A NetState stage for include/exclude rules (repeatable).")
+@click.option("--level", type=int, default=None, help="The NetState level for include/exclude rules.")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Also check a .caffemodel against the net.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
 @handle_errors
-def build(net, phase, input_shape, weights, as_json):
+def build(net, phase, input_shape, stages, level, weights, as_json):
     """Parse NET (prototxt or Caffe2 listing), infer shapes, print one row per layer and totals."""
-    graph = load_graph(net, phase=phase.upper(), input_shapes=parse_input_shapes(input_shape))
+    graph = load_graph(net, phase=phase.upper(), input_shapes=parse_input_shapes(input_shape),
+                       stages=tuple(stages), level=level)
     print_notices(graph.notices)
     summary = summarize(graph)
     if weights:

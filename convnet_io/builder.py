@@ -20,6 +20,8 @@ def build_graph(
     notices: list[str] | None = None,
 ) -> Graph:
     """Build the graph of an upgraded (V2) NetParameter for one phase."""
+    if isinstance(stages, str):
+        stages = (stages,)
     state = state_for(net, phase, level, tuple(stages))
     notes: list[str] = list(notices or [])
     ctx = _source_context(input_shapes, notes.append)

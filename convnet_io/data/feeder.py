@@ -565,7 +565,7 @@ def probe_source_shapes(net: Any, phase: str = "TRAIN", sources: Mapping[str, st
 
     sources = dict(sources or {})
     shapes: dict[str, tuple[int, ...]] = {}
-    for layer in filter_layers(net, state_for(net, phase)):
+    for layer in filter_layers(net, state_for(net, phase, level, tuple(stages))):
         spec = get_spec(layer.type)
         if spec is None or not spec.source or layer.type not in ("Data", "ImageData", "HDF5Data"):
             continue
