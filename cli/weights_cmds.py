@@ -29,12 +29,25 @@ def init(net, output, seed, phase, input_shape, no_calibrate):
     net_obj = load(net, phase=phase.upper(), input_shapes=parse_input_shapes(input_shape), seed=seed)
     print_notices(net_obj.graph.notices)
     calibrated = 0
-    if not no_calibrate and any(n.type == "BatchNorm" for n in net_obj.graph.nodes):
-        calibrated = calibrate(net_obj, seed)
+    if any(n.type == "BatchNorm" for n in net_obj.graph.nodes):
+        if no_calibrate:
+            unit_batchnorm(net_obj)
+        else:
+            calibrated = calibrate(net_obj, seed)
     net_obj.save_caffemodel(output)
     total = net_obj.graph.param_count
     click.echo(f"wrote {output}: {len(net_obj.module.caffe_blobs())} layers, {total:,} parameters"
                + (f", {calibrated} BatchNorm layers calibrated" if calibrated else "") + f" (seed {seed})")
+
+
+def unit_batchnorm(net_obj) -> None:
+    """BatchNorm statistics of zero mean and unit variance (scale factor 1)."""
+    for node in net_obj.graph.nodes:
+        if node.type == "BatchNorm":
+            mean, var, factor = net_obj.module.layer(node.name).caffe_blobs()
+            mean.data.zero_()
+            var.data.fill_(1.0)
+            factor.data.fill_(1.0)
 
 
 def calibrate(net_obj, seed: int) -> int:
@@ -68,8 +81,13 @@ def _parse_inputs(items: tuple[str, ...]) -> dict[str, np.ndarray]:
 def save_npz_atomic(path: str, arrays: dict[str, np.ndarray]) -> None:
     from convnet_io.atomic import atomic_output
 
-    with atomic_output(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
+    import zipfile
+
+    # np.savez(**arrays) would take blobs named "file" or "allow_pickle" as its own arguments.
+    with atomic_output(path, suffix=".npz") as tmp, zipfile.ZipFile(tmp, "w") as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as entry:
+                np.lib.format.write_array(entry, np.asanyarray(array), allow_pickle=False)
 
 
 @click.command("forward")

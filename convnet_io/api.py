@@ -239,5 +239,9 @@ def load(net: str | Path, weights: str | Path | None = None, phase: str = "TEST"
 
         report = check_weights(graph, weights, strict=strict)
         graph.notices.extend(report.warnings)
+        if report.missing:  # fine-tuning: layers not in the file keep their fillers' values
+            from .initialize import initial_blobs
+
+            result.set_blobs({k: v for k, v in initial_blobs(graph, seed).items() if k in report.missing})
         result.set_blobs(report.blobs)
     return result

@@ -14,7 +14,12 @@ def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     ``path`` in one rename, when it fails the temporary file is removed."""
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=str(folder), prefix=f".{target.name}.", suffix=suffix)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=str(folder), prefix=f".{target.name}.", suffix=suffix)
+    except OSError as e:
+        from .errors import ConvnetError
+
+        raise ConvnetError(f"{target}: cannot write here: {e.strerror or e}") from None
     os.close(fd)
     try:
         yield Path(tmp)

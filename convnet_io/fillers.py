@@ -38,8 +38,8 @@ def fill(f: Filler | None, shape: Shape, rng: np.random.Generator) -> np.ndarray
         out = rng.normal(f.mean, f.std, size=shape)
         if f.sparse >= 0:
             # Caffe keeps each weight with probability sparse / num_outputs (shape[0]).
-            if len(shape) < 2:
-                raise ValueError("sparse gaussian filling needs a blob of at least 2 axes")
+            if len(shape) < 1:
+                raise ValueError("sparse gaussian filling needs a blob of at least 1 axis")
             keep = rng.random(shape) < (f.sparse / shape[0])
             out = out * keep
     elif t == "xavier":

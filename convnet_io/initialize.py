@@ -30,8 +30,14 @@ def initial_blobs(graph: Graph, seed: int = 0) -> dict[str, list[np.ndarray]]:
         if not node.params:
             continue
         blobs = []
+        # A layer that names some fillers gets Caffe's default (constant 0) for the others; only
+        # a layer that names none (a deploy net) gets the fan-in default.
+        names_fillers = any(spec.filler is not None for spec in node.params)
         for i, spec in enumerate(node.params):
-            f = spec.filler if spec.filler is not None else default_filler(spec, i)
+            if spec.filler is not None:
+                f = spec.filler
+            else:
+                f = Filler() if names_fillers else default_filler(spec, i)
             try:
                 blobs.append(fill(f, spec.shape, rng))
             except ValueError as e:
