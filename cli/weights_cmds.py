@@ -42,12 +42,15 @@ def init(net, output, seed, phase, input_shape, no_calibrate):
 
 def unit_batchnorm(net_obj) -> None:
     """BatchNorm statistics of zero mean and unit variance (scale factor 1)."""
+    import torch
+
     for node in net_obj.graph.nodes:
         if node.type == "BatchNorm":
             mean, var, factor = net_obj.module.layer(node.name).caffe_blobs()
-            mean.data.zero_()
-            var.data.fill_(1.0)
-            factor.data.fill_(1.0)
+            with torch.no_grad():
+                mean.zero_()
+                var.fill_(1.0)
+                factor.fill_(1.0)
 
 
 def calibrate(net_obj, seed: int) -> int:
@@ -61,7 +64,8 @@ def calibrate(net_obj, seed: int) -> int:
     # BatchNorm with stored statistics divides by the scale factor: keep it 1.
     for node in net_obj.graph.nodes:
         if node.type == "BatchNorm":
-            net_obj.module.layer(node.name).caffe_blobs()[2].data.fill_(1.0)
+            with torch.no_grad():
+                net_obj.module.layer(node.name).caffe_blobs()[2].fill_(1.0)
     return n
 
 
@@ -72,9 +76,13 @@ def _parse_inputs(items: tuple[str, ...]) -> dict[str, np.ndarray]:
         if not sep:
             raise click.BadParameter(f"'{item}' should be NAME=FILE.npy", param_hint="--input")
         try:
-            feeds[name] = np.load(path)
+            array = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise ConvnetError(f"{path}: cannot read as .npy: {e}") from None
+        if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number) \
+                or np.iscomplexobj(array):
+            raise ConvnetError(f"{path}: not a .npy array of real numbers")
+        feeds[name] = array
     return feeds
 
 

@@ -49,6 +49,8 @@ class Net:
         (each write of an in-place blob separately: ``conv1``, ``conv1:1``), or a list of names; a
         plain Caffe name means the blob as Caffe holds it after the pass (its last write)."""
         wanted = self._resolve(self.graph, blobs)
+        if not wanted:
+            raise ConvnetError("no blobs asked for")
         values = [v for _, v in wanted]
         named = self._named_inputs(inputs)
         if self._use_onnxruntime(named, values):
@@ -100,8 +102,15 @@ class Net:
 
     def _weights_key(self) -> tuple:
         # Tensors count their in-place changes: training the module through ``net.module``
-        # invalidates the exported sessions.
-        return tuple((id(t), t._version) for blobs in self.module.caffe_blobs().values() for t in blobs)
+        # invalidates the exported sessions. Writes through ``tensor.data`` bypass that counter:
+        # call ``invalidate()`` after them.
+        return tuple((id(t), t.data_ptr(), t._version) for blobs in self.module.caffe_blobs().values()
+                     for t in blobs)
+
+    def invalidate(self) -> None:
+        """Forget the ONNX Runtime sessions built from earlier weights."""
+        self._ort.clear()
+        self._ort_weights = None
 
     def _run_onnxruntime(self, feeds: dict[str, Any], values: list[str]) -> dict[str, np.ndarray]:
         import onnx
@@ -173,6 +182,7 @@ class Net:
             self._reshaped[key] = (module, graph)
         module, graph = self._reshaped[key]
         module.load_state_dict(self.module.state_dict())
+        module.train(self.module.training)
         return module, graph
 
     @staticmethod

@@ -57,6 +57,11 @@ def build_graph(
             tops.append(vid)
         node.tops = tops
         nodes.append(node)
+    sources = {blob_of[t] for n in nodes if n.is_source for t in n.tops}
+    unknown = sorted(set(ctx.named) - sources)
+    if unknown:
+        raise ConvnetError(f"--input-shape names {', '.join(unknown)}, which the net does not take as input "
+                           f"(its inputs: {', '.join(sorted(sources)) or 'none'})")
     return Graph(name=net.name, phase=state.phase, nodes=nodes, shapes=shapes, blob_of=blob_of,
                  notices=notes, source_path=source_path)
 

@@ -96,3 +96,38 @@ def test_save_caffemodel_round_trip(path, tmp_path):
     for layer, blobs in net.blobs().items():
         for a, b in zip(blobs, again.blobs()[layer]):
             np.testing.assert_array_equal(a, b)
+
+
+def test_reshaped_modules_follow_train_and_eval(tmp_path):
+    p = tmp_path / "drop.prototxt"
+    p.write_text(input_layer((2, 3, 8, 8)) + """
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "drop" type: "Dropout" bottom: "conv" top: "conv" }
+""")
+    net = convnet_io.load(p, seed=1)
+    other = np.random.default_rng(0).standard_normal((2, 3, 10, 10)).astype(np.float32)
+    net.module.train()
+    net.forward(other)
+    net.module.eval()
+    np.testing.assert_array_equal(net.forward(other)["conv"], net.forward(other)["conv"])
+
+
+def test_writes_through_data_need_invalidate(path):
+    net = convnet_io.load(path, seed=1)
+    net.forward(x())
+    net.module.layer("fc").weight.data.mul_(-1.0)  # bypasses the version counter
+    net.invalidate()
+    assert rel_err(net.forward(x())["prob"], net.run_values(x(), ["prob"])["prob"]) <= 1e-5
+
+
+def test_asking_for_no_blob_is_an_error(path):
+    net = convnet_io.load(path, seed=1)
+    with pytest.raises(ConvnetError, match="no blobs"):
+        net.forward(x(), blobs=[])
+
+
+def test_unknown_input_shape_name_is_an_error(path):
+    with pytest.raises(ConvnetError, match="foo"):
+        convnet_io.load(path, input_shapes={"foo": (1, 3, 8, 8)})
+    # An unnamed shape overrides the Input layer's own.
+    assert convnet_io.load(path, input_shapes=(1, 3, 16, 16)).graph.shapes["data"] == (1, 3, 16, 16)

@@ -74,6 +74,7 @@ def test_lenet_learns_real_digits_to_97_percent_and_opencv_agrees(digits, tmp_pa
     seconds = time.perf_counter() - t0
     assert r.exit_code == 0, r.output
     assert "Test net output #0: accuracy" in r.output
+    assert "Iteration 500, loss = " in r.output  # Caffe's closing forward pass when display divides max_iter
     weights = tmp_path / "lenet_iter_500.caffemodel"
     assert weights.exists() and (tmp_path / "lenet_iter_500.solverstate").exists()
 
@@ -138,7 +139,12 @@ def test_two_processes_equal_one_with_twice_the_batch(digits, tmp_path):
 
 @needs_shared
 def test_sigterm_writes_a_snapshot_and_stops(digits, tmp_path):
-    cmd = [sys.executable, "-m", "convnet", "train", "--solver", str(LENET_SOLVER),
+    # Even with snapshot_after_train off, a stop signal snapshots (Caffe's --sigint_effect snapshot).
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(LENET_SOLVER.read_text().replace('net: "examples/mnist/lenet_train_test.prototxt"',
+                                                       f'net: "{MODELS / "mnist" / "lenet_train_test.prototxt"}"')
+                      + "\nsnapshot_after_train: false\n")
+    cmd = [sys.executable, "-m", "convnet", "train", "--solver", str(solver),
            "--data", f"TRAIN={digits / 'train_lmdb'}", "--data", f"TEST={digits / 'test_lmdb'}",
            "--snapshot-prefix", str(tmp_path / "lenet"), "--workers", "0", "--max-iter", "100000",
            "--test-interval", "0", "--snapshot-every", "0"]
@@ -155,6 +161,7 @@ def test_sigterm_writes_a_snapshot_and_stops(digits, tmp_path):
     output = "".join(seen) + rest
     assert proc.returncode == 0, output
     assert "SIGTERM received" in output and "Optimization stopped early." in output
+    assert "Optimization Done." not in output
     snaps = sorted(tmp_path.glob("lenet_iter_*.caffemodel"))
     assert snaps and snaps[0].with_suffix(".solverstate").exists()
     assert int(snaps[0].stem.rsplit("_", 1)[1]) >= 100

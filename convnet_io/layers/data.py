@@ -69,12 +69,12 @@ class Input(Source):
         for i, top in enumerate(tops):
             if top in ctx.named:
                 out.append(ctx.named[top])
+            elif ctx.default is not None and i == 0:
+                out.append(ctx.default)  # --input-shape without a name: the (first) input
             elif a.shapes:
                 if len(a.shapes) not in (1, len(tops)):
                     raise ValueError(f"{len(a.shapes)} shapes for {len(tops)} tops")
                 out.append(a.shapes[0] if len(a.shapes) == 1 else a.shapes[i])
-            elif ctx.default is not None and i == 0:
-                out.append(ctx.default)
             else:
                 raise ValueError(f"no shape for input '{top}': give --input-shape")
         return out

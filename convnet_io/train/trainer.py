@@ -283,13 +283,24 @@ class Trainer:
                     break
             if self.root:
                 done = self.solver.iteration
-                if p.snapshot_after_train and (not p.snapshot or done % p.snapshot != 0):
+                on_boundary = bool(p.snapshot) and done % p.snapshot == 0
+                # A stop signal always snapshots (Caffe's --sigint_effect snapshot); otherwise
+                # snapshot_after_train decides, unless this iteration was just snapshotted.
+                if not on_boundary and (p.snapshot_after_train or self.stop_requested):
                     self.snapshot()
                 if self.stop_requested:
                     log("Optimization stopped early.")
-                elif p.test_interval and done % p.test_interval == 0 and self.test_module is not None:
-                    last_test = self.test()
-                log("Optimization Done.")
+                else:
+                    if p.display and done % p.display == 0:
+                        # Caffe's Solve: one more forward pass to report the final loss.
+                        with torch.no_grad():
+                            feeds = self._to_device(next(feeds_iter))
+                            out = self.module.run(feeds, [t for t, _ in self.loss_tops])
+                            losses.append(float(sum(w * out[t].sum() for t, w in self.loss_tops)))
+                        log(f"Iteration {done}, loss = {sum(losses) / len(losses):g}")
+                    if p.test_interval and done % p.test_interval == 0 and self.test_module is not None:
+                        last_test = self.test()
+                    log("Optimization Done.")
         finally:
             if progress:
                 progress.close()
