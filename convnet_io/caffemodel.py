@@ -91,77 +91,20 @@ class LayerBlobs:
     blobs: list[np.ndarray] = field(default_factory=list)
 
 
-# V1LayerParameter.LayerType value -> V2 type string, as Caffe's UpgradeV1LayerType.
-V1_LAYER_TYPES: dict[int, str] = {
-    0: "",  # NONE
-    35: "AbsVal",
-    1: "Accuracy",
-    30: "ArgMax",
-    2: "BNLL",
-    3: "Concat",
-    37: "ContrastiveLoss",
-    4: "Convolution",
-    39: "Deconvolution",
-    5: "Data",
-    6: "Dropout",
-    32: "DummyData",
-    7: "EuclideanLoss",
-    25: "Eltwise",
-    38: "Exp",
-    8: "Flatten",
-    9: "HDF5Data",
-    10: "HDF5Output",
-    28: "HingeLoss",
-    11: "Im2col",
-    12: "ImageData",
-    13: "InfogainLoss",
-    14: "InnerProduct",
-    15: "LRN",
-    29: "MemoryData",
-    16: "MultinomialLogisticLoss",
-    34: "MVN",
-    17: "Pooling",
-    26: "Power",
-    18: "ReLU",
-    19: "Sigmoid",
-    27: "SigmoidCrossEntropyLoss",
-    36: "Silence",
-    20: "Softmax",
-    21: "SoftmaxWithLoss",
-    22: "Split",
-    33: "Slice",
-    23: "TanH",
-    24: "WindowData",
-    31: "Threshold",
-}
+def _type_tables() -> tuple[dict[int, str], dict[str, str]]:
+    """V1 enum values and V0 type strings -> V2 type strings, from the upgrade module's tables
+    (Caffe's UpgradeV0LayerType and UpgradeV1LayerType), so both readers agree."""
+    from .proto import caffe_pb2
+    from .upgrade import V0_TO_V1_TYPE, V1_TO_V2_TYPE
 
-# V0LayerParameter.type -> V2 type string (Caffe's UpgradeV0LayerType, then UpgradeV1LayerType).
-V0_LAYER_TYPES: dict[str, str] = {
-    "accuracy": "Accuracy",
-    "bnll": "BNLL",
-    "concat": "Concat",
-    "conv": "Convolution",
-    "data": "Data",
-    "dropout": "Dropout",
-    "euclidean_loss": "EuclideanLoss",
-    "flatten": "Flatten",
-    "hdf5_data": "HDF5Data",
-    "hdf5_output": "HDF5Output",
-    "im2col": "Im2col",
-    "images": "ImageData",
-    "infogain_loss": "InfogainLoss",
-    "innerproduct": "InnerProduct",
-    "lrn": "LRN",
-    "multinomial_logistic_loss": "MultinomialLogisticLoss",
-    "pool": "Pooling",
-    "relu": "ReLU",
-    "sigmoid": "Sigmoid",
-    "softmax": "Softmax",
-    "softmax_loss": "SoftmaxWithLoss",
-    "split": "Split",
-    "tanh": "TanH",
-    "window_data": "WindowData",
-}
+    v1 = {value: V1_TO_V2_TYPE.get(name, "") for name, value in
+          caffe_pb2.V1LayerParameter.LayerType.items()}
+    v0 = {old: V1_TO_V2_TYPE[name] for old, name in V0_TO_V1_TYPE.items() if name in V1_TO_V2_TYPE}
+    return v1, v0
+
+
+# V1LayerParameter.LayerType value -> V2 type string; V0LayerParameter.type -> V2 type string.
+V1_LAYER_TYPES, V0_LAYER_TYPES = _type_tables()
 
 _F32 = np.dtype("<f4")
 _F64 = np.dtype("<f8")
