@@ -32,6 +32,16 @@ def _labels(label: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return label.reshape(shape).to(torch.int64)  # truncation toward zero, as static_cast<int>
 
 
+def _labels_and_mask(label, shape, ignore_label):
+    """Integer labels shaped (outer, inner), ignored positions set to class 0, and the mask of the
+    positions that count."""
+    lab = _labels(label, shape)
+    if ignore_label is None:
+        return lab, torch.ones_like(lab, dtype=torch.bool)
+    valid = lab != ignore_label
+    return torch.where(valid, lab, torch.zeros_like(lab)), valid
+
+
 class SoftmaxWithLoss(CaffeLayer):
     """Softmax over ``axis``, then -sum log(max(prob[label], FLT_MIN)) over positions whose label is
     not ``ignore_label``, divided by the normalizer. A second top is the softmax itself."""
@@ -48,12 +58,7 @@ class SoftmaxWithLoss(CaffeLayer):
         shape = tuple(scores.shape)
         outer, channels, inner = count(shape, 0, self.axis), shape[self.axis], count(shape, self.axis + 1)
         p = prob.reshape(outer, channels, inner)
-        lab = _labels(label, (outer, inner))
-        if self.ignore_label is not None:
-            valid = lab != self.ignore_label
-            lab = torch.where(valid, lab, torch.zeros_like(lab))
-        else:
-            valid = torch.ones_like(lab, dtype=torch.bool)
+        lab, valid = _labels_and_mask(label, (outer, inner), self.ignore_label)
         picked = p.gather(1, lab.unsqueeze(1)).squeeze(1)
         logs = torch.log(torch.clamp(picked, min=FLT_MIN))
         loss = -torch.where(valid, logs, torch.zeros_like(logs)).sum()
@@ -90,12 +95,7 @@ class Accuracy(CaffeLayer):
         shape = tuple(scores.shape)
         outer, channels, inner = count(shape, 0, self.axis), shape[self.axis], count(shape, self.axis + 1)
         s = scores.reshape(outer, channels, inner)
-        lab = _labels(label, (outer, inner))
-        if self.ignore_label is not None:
-            valid = lab != self.ignore_label
-            lab = torch.where(valid, lab, torch.zeros_like(lab))
-        else:
-            valid = torch.ones_like(lab, dtype=torch.bool)
+        lab, valid = _labels_and_mask(label, (outer, inner), self.ignore_label)
         true_score = s.gather(1, lab.unsqueeze(1))
         num_better = (s >= true_score).sum(dim=1) - 1  # the true class also scores >= itself
         correct = (num_better < self.top_k) & valid
