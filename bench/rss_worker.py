@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2  # noqa: F401  (imported by every method: the same baseline)
 import numpy as np  # noqa: F401
 
-from convnet_io.caffemodel import read_caffemodel
+from convnet_io.caffe.caffemodel import read_caffemodel
 
 
 def maxrss() -> int:

@@ -4,11 +4,10 @@ from __future__ import annotations
 import json
 
 import click
+from convnet_cli.options import handle_errors, input_shape_option, parse_input_shapes, phase_option, print_notices
 
-from convnet_io.api_graph import load_graph
-from convnet_io.summary import format_table, summarize
-
-from .options import handle_errors, input_shape_option, parse_input_shapes, phase_option, print_notices
+from convnet_io import load_graph
+from convnet_io.tools.build import format_table, summarize
 
 
 @click.command("build")
@@ -27,7 +26,7 @@ def build(net, phase, input_shape, stages, level, weights, as_json):
     print_notices(graph.notices)
     summary = summarize(graph)
     if weights:
-        from convnet_io.weights import check_weights
+        from convnet_io.tools.build import check_weights
 
         report = check_weights(graph, weights)
         print_notices(report.warnings)

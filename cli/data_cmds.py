@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 import click
-
-from .options import handle_errors
+from convnet_cli.options import handle_errors
 
 
 def _parse_resize(text: str | None) -> tuple[int, int]:
@@ -37,7 +36,7 @@ def convert_imageset_cmd(root, list_file, db, resize, gray, encoded, encode_type
                          backend, quiet):
     """Write the images listed in LIST ('path label' lines, paths under ROOT) to a new LMDB of
     Caffe Datums at OUT_LMDB, keys '%08d_path' (Caffe's convert_imageset)."""
-    from convnet_io.data.tools import convert_imageset
+    from convnet_io.tools.imageset import convert_imageset
 
     res = convert_imageset(root, list_file, db, resize=_parse_resize(resize), gray=gray, encoded=encoded,
                            encode_type=encode_type, shuffle=shuffle, seed=seed, check_size=check_size,
@@ -58,7 +57,7 @@ def convert_imageset_cmd(root, list_file, db, resize, gray, encoded, encode_type
 def compute_mean_cmd(db, output, backend, quiet):
     """Write the per-pixel mean of the Datums in LMDB as a 1 x C x H x W .binaryproto (Caffe's
     compute_image_mean) and print the per-channel means."""
-    from convnet_io.data.tools import compute_image_mean
+    from convnet_io.tools.imageset import compute_image_mean
 
     res = compute_image_mean(db, output, progress=not quiet)
     c, h, w = res.mean.shape

@@ -4,8 +4,7 @@ from __future__ import annotations
 import json
 
 import click
-
-from .options import handle_errors
+from convnet_cli.options import handle_errors
 
 
 @click.command("diff")
@@ -28,9 +27,8 @@ def diff(a, b, weights, weights_b, against, image, seed, batch, atol, rtol, devi
     """Compare every blob of two runs, in execution order: A in PyTorch against B (another
     definition of the same model) or against --against. A blob agrees when max|a-b| <= atol +
     rtol * max|b|. Exit 0 when all agree, 1 on a mismatch, 2 on bad input."""
-    from convnet_io.diff import DiffSetup, run_diff
     from convnet_io.errors import ConvnetError
-    from convnet_io.runtimes.compare import Tolerance, format_report
+    from convnet_io.tools.diff import DiffSetup, Tolerance, format_report, run_diff
 
     if weights_b and not b:
         raise click.UsageError("--weights-b needs a second definition B")

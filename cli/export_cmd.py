@@ -4,9 +4,7 @@ from __future__ import annotations
 import json
 
 import click
-
-
-from .options import handle_errors, input_shape_option, parse_input_shapes, print_notices
+from convnet_cli.options import handle_errors, input_shape_option, parse_input_shapes, print_notices
 
 
 @click.command("export")
@@ -31,8 +29,16 @@ def export(net, weights, onnx_path, opset, static_batch, no_check, torchscript, 
     shape inference, then runs in ONNX Runtime at batch 1 and 7 against the PyTorch model; exit 1
     when the worst relative error is over --rtol."""
     from convnet_io.api import load
-    from convnet_io.export import save_exported_program, save_safetensors, save_torchscript, validate_onnx
-    from convnet_io.onnx_export import DEFAULT_OPSET, check_onnx, export_onnx, save_onnx
+    from convnet_io.tools.export import (
+        DEFAULT_OPSET,
+        check_onnx,
+        export_onnx,
+        save_exported_program,
+        save_onnx,
+        save_safetensors,
+        save_torchscript,
+        validate_onnx,
+    )
 
     if not any((onnx_path, torchscript, pt2, safetensors)):
         raise click.UsageError("name at least one output: --onnx, --torchscript, --pt2 or --safetensors")

@@ -2,17 +2,16 @@
 from __future__ import annotations
 
 import click
+from convnet_cli.build import build
+from convnet_cli.data_cmds import compute_mean_cmd, convert_imageset_cmd
+from convnet_cli.diff_cmd import diff
+from convnet_cli.export_cmd import export
+from convnet_cli.run_cmd import run
+from convnet_cli.time_cmd import time_net
+from convnet_cli.train_cmd import plot_log, train
+from convnet_cli.weights_cmds import forward, init
 
 from convnet_io import __version__
-
-from .build import build
-from .data_cmds import compute_mean_cmd, convert_imageset_cmd
-from .diff_cmd import diff
-from .export_cmd import export
-from .run_cmd import run
-from .time_cmd import time_net
-from .train_cmd import plot_log, train
-from .weights_cmds import forward, init
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

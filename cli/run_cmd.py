@@ -5,8 +5,7 @@ import json
 import sys
 
 import click
-
-from .options import backend_option, handle_errors, print_notices
+from convnet_cli.options import backend_option, handle_errors, print_notices
 
 
 def _emit(text: str, err: bool = False) -> None:
@@ -43,8 +42,8 @@ def run(net, images, weights, mean_file, mean_value, labels_file, oversample, to
     cropped (or cut into 10 crops) to the net's input size, scaled to 0..255 BGR and mean
     subtracted, as Caffe's classify.py does; prints each image's top-k classes."""
     from convnet_io.api import load
-    from convnet_io.classify import iter_classify, load_labels
-    from convnet_io.preprocess import load_mean, parse_mean_value
+    from convnet_io.tools.classify import iter_classify, load_labels
+    from convnet_io.tools.preprocess import load_mean, parse_mean_value
 
     if mean_file and mean_value:
         raise click.UsageError("give --mean or --mean-value, not both")

@@ -4,8 +4,7 @@ from __future__ import annotations
 import json
 
 import click
-
-from .options import handle_errors, input_shape_option, parse_input_shapes, phase_option, print_notices
+from convnet_cli.options import handle_errors, input_shape_option, parse_input_shapes, phase_option, print_notices
 
 
 @click.command("time")
@@ -35,7 +34,8 @@ def time_net(net, weights, iterations, warmup, backward, backend, batch, device,
     """Time NET layer by layer, as `caffe time`: the mean forward (and with --backward, backward)
     time of each layer in milliseconds over --iterations passes after --warmup, each layer's share
     of the total, the totals and the wall time of whole passes. Inputs are seeded noise (labels 0)."""
-    from convnet_io.timing import format_report, load_for_timing, time_onnxruntime, time_torch
+    from convnet_io.tools.timing import format_report, load_for_timing, time_torch
+    from convnet_io.tools.timing_onnxruntime import time_onnxruntime
 
     if backward and backend != "torch":
         raise click.UsageError("--backward needs --backend torch (ONNX models are inference-only)")

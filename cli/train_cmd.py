@@ -4,8 +4,7 @@ from __future__ import annotations
 import json
 
 import click
-
-from .options import handle_errors
+from convnet_cli.options import handle_errors
 
 
 def _sources(values: tuple[str, ...]) -> dict[str, str]:
@@ -48,8 +47,7 @@ def train(solver, net, weights, resume, max_iter, base_lr, batch_size, test_inte
           snapshot_every, data, mean_file, device, nproc, workers, seed, log_json, skip_bad_data, pca_lighting,
           progress):
     """Train with a Caffe solver: Caffe's update rules, schedules, test phases and snapshots."""
-    from convnet_io.train.config import TrainOptions
-    from convnet_io.train.distributed import run_training
+    from convnet_io.tools.training import TrainOptions, run_training
 
     opts = TrainOptions(solver=solver, net=net, weights=weights, resume=resume, max_iter=max_iter, base_lr=base_lr,
                         batch_size=batch_size, test_interval=test_interval, test_iter=test_iter,
@@ -71,7 +69,7 @@ def train(solver, net, weights, resume, max_iter, base_lr, batch_size, test_inte
 def plot_log(metrics, output, title):
     """Plot a `convnet train --log-json` metrics file: loss and accuracy against iterations."""
     from convnet_io.errors import ConvnetError
-    from convnet_io.train.metrics import plot_metrics, read_metrics
+    from convnet_io.tools.training import plot_metrics, read_metrics
 
     try:
         records = read_metrics(metrics)

@@ -1,10 +1,8 @@
 """convnet: run, convert and check Caffe models with PyTorch and ONNX."""
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .api import Net, load
-from .api_graph import load_graph
-from .errors import ConvnetError
+from convnet_io.api import Net, load, load_graph
+from convnet_io.errors import ConvnetError
+from convnet_io.version import __version__
 
 __all__ = ["ConvnetError", "Net", "load", "load_graph", "__version__"]

@@ -17,7 +17,7 @@ def atomic_output(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     try:
         fd, tmp = tempfile.mkstemp(dir=str(folder), prefix=f".{target.name}.", suffix=suffix)
     except OSError as e:
-        from .errors import ConvnetError
+        from convnet_io.errors import ConvnetError
 
         raise ConvnetError(f"{target}: cannot write here: {e.strerror or e}") from None
     os.close(fd)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from convnet_io.builder import build_graph
-from convnet_io.prototxt import parse_net_text
+from convnet_io.caffe.builder import build_graph
+from convnet_io.caffe.prototxt import parse_net_text
 
 
 def graph_from_text(text: str, phase: str = "TEST", input_shapes=None):

@@ -190,7 +190,7 @@ def seeded_net(path: Path, input_shape: tuple[int, ...], seed: int, phase: str =
 
     net = convnet_io.load(path, phase=phase, input_shapes={"data": tuple(input_shape)}, seed=seed)
     if any(n.type == "BatchNorm" for n in net.graph.nodes):
-        from convnet_cli.weights_cmds import calibrate
+        from convnet_io.tools.weights_io import calibrate
 
         calibrate(net, seed)
     return net
@@ -297,7 +297,7 @@ class Case:
 
 
 def run_case(case: Case, workdir: Path) -> Result:
-    from convnet_io.deploy import deploy_nodes, deploy_text
+    from convnet_io.caffe.deploy import deploy_nodes, deploy_text
 
     net = seeded_net(case.net, case.input_shape, case.seed, case.phase)
     graph = net.graph

@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from convnet_cli.main import cli
-from convnet_io.api_graph import load_graph
-from convnet_io.summary import summarize
+from convnet_io.api.loading import load_graph
+from convnet_io.graph.summary import summarize
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -223,7 +223,7 @@ def test_seed_001_blocks_each_parse_or_fail_located(tmp_path):
     seed = next((SHARED / "seeds").glob("001_*.txt"))
     blocks = re.findall(r"```protobuf\n(.*?)```", seed.read_text(encoding="utf-8"), flags=re.S)
     from convnet_io.errors import ParseError
-    from convnet_io.prototxt import parse_net_text
+    from convnet_io.caffe.prototxt import parse_net_text
 
     failures = []
     for i, block in enumerate(blocks):

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from convnet_io.api_graph import load_graph
-from convnet_io.caffe2_listing import listing_to_graph, listing_to_net
+from convnet_io.api.loading import load_graph
+from convnet_io.caffe2.listing import listing_to_graph, listing_to_net
 from convnet_io.errors import ConvnetError, ParseError
-from convnet_io.proto import caffe_pb2
+from convnet_io.caffe.proto import caffe_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 ALEXNET = ROOT / "prototxt" / "alexnet_caffe2.txt"

@@ -1,4 +1,4 @@
-"""Binary weights: convnet_io.caffemodel against protobuf, Caffe's blob rules and OpenCV."""
+"""Binary weights: convnet_io.caffe.caffemodel against protobuf, Caffe's blob rules and OpenCV."""
 from __future__ import annotations
 
 import os
@@ -8,16 +8,17 @@ import struct
 import numpy as np
 import pytest
 
-from convnet_io import caffemodel as cm
-from convnet_io.caffemodel import (
+from convnet_io.caffe.caffemodel import (
     LayerBlobs,
     read_blobproto,
     read_caffemodel,
     write_blobproto,
     write_caffemodel,
 )
+from convnet_io.caffe.caffemodel import reader as cm
+from convnet_io.caffe.caffemodel import writer as cm_writer
+from convnet_io.caffe.proto import caffe_pb2
 from convnet_io.errors import ConvnetError
-from convnet_io.proto import caffe_pb2
 
 RNG = np.random.default_rng(20240607)
 
@@ -165,7 +166,7 @@ def test_write_is_atomic_on_failure(tmp_path, monkeypatch):
         if len(calls) == 2:
             raise RuntimeError("boom")
 
-    monkeypatch.setattr(cm._EncodedBlob, "write", failing_write)
+    monkeypatch.setattr(cm_writer._EncodedBlob, "write", failing_write)
     with pytest.raises(RuntimeError, match="boom"):
         write_caffemodel(p, [LayerBlobs("a", "InnerProduct", [rand(3, 2), rand(3)])])
     assert p.read_bytes() == b"old"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import graph_from_text, input_layer, rel_err, run_single
 
-from convnet_io.layers.activation import DropoutAttrs
+from convnet_io.graph.layers.activation import DropoutAttrs
 from convnet_io.torch_model import CaffeModule
 
 TOL = 1e-5

@@ -532,8 +532,8 @@ def test_global_pooling_converter_module_directly(method):
     """The converter on global-pooling attrs built by hand (independent of prototxt parsing)."""
     import torch
 
-    from convnet_io.layers.vision import Pooling as PoolingSpec
-    from convnet_io.layers.vision import PoolingAttrs
+    from convnet_io.graph.layers.vision import Pooling as PoolingSpec
+    from convnet_io.graph.layers.vision import PoolingAttrs
     from convnet_io.torch_model.converters.vision import Pooling
 
     x = _rand((2, 3, 5, 7))

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convnet_io.builder import build_graph
-from convnet_io.caffemodel import write_blobproto
+from convnet_io.caffe.builder import build_graph
+from convnet_io.caffe.caffemodel import write_blobproto
 from convnet_io.data import (BadRecord, DataFeeder, DataTransformer, HDF5Source, ImageListSource, LMDBSource,
                              LMDBWriter, PCALighting, array_to_datum, decode_image, encoded_datum, read_datum,
                              read_image, probe_source_shapes)
 from convnet_io.data.image import resize_linear_numpy
 from convnet_io.errors import ConvnetError
-from convnet_io.layers.data import Transform
-from convnet_io.prototxt import parse_net_text
+from convnet_io.graph.layers.data import Transform
+from convnet_io.caffe.prototxt import parse_net_text
 
 # ---------------------------------------------------------------------------------------------
 # float64 reference of Caffe's DataTransformer::Transform(const Datum&, Dtype*), index by index
@@ -202,7 +202,7 @@ def test_datum_round_trip_raw_float_and_encoded():
 
 
 def test_corrupt_datums_are_bad_records():
-    from convnet_io.proto import caffe_pb2
+    from convnet_io.caffe.proto import caffe_pb2
 
     with pytest.raises(BadRecord, match="k1: corrupt record"):
         read_datum(b"\xff\xff\xff\xff", "k1")

@@ -11,11 +11,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 from convnet_cli.main import cli
-from convnet_io.caffemodel import read_blobproto
-from convnet_io.data import LMDBSource, compute_image_mean, convert_imageset
+from convnet_io.caffe.caffemodel import read_blobproto
+from convnet_io.data import LMDBSource
+from convnet_io.tools.imageset import compute_image_mean, convert_imageset
 from convnet_io.data.lmdb_source import iter_records, key_text
 from convnet_io.errors import ConvnetError
-from convnet_io.proto import caffe_pb2
+from convnet_io.caffe.proto import caffe_pb2
 
 
 def make_images(tmp_path, sizes=((10, 14), (12, 9), (10, 14), (16, 16), (8, 20)), fmt="png"):

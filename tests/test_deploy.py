@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from google.protobuf import text_format
 
-from convnet_io.api_graph import load_graph
-from convnet_io.builder import build_graph
-from convnet_io.deploy import WRITERS, deploy_net, deploy_nodes, deploy_text, is_eval_type
+from convnet_io.api.loading import load_graph
+from convnet_io.caffe.builder import build_graph
+from convnet_io.caffe.deploy import WRITERS, deploy_net, deploy_nodes, deploy_text, is_eval_type
 from convnet_io.errors import ConvnetError
-from convnet_io.layers import get_spec, supported_types
-from convnet_io.prototxt import parse_net_text
+from convnet_io.graph.layers import get_spec, supported_types
+from convnet_io.caffe.prototxt import parse_net_text
 from helpers import graph_from_text, input_layer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from convnet_cli.main import cli
-from convnet_io.caffemodel import read_caffemodel, write_caffemodel
+from convnet_io.caffe.caffemodel import read_caffemodel, write_caffemodel
 
 ROOT = Path(__file__).resolve().parent.parent
 ALEXNET = ROOT / "prototxt" / "alexnet.prototxt"

@@ -13,7 +13,7 @@ def test_layers_doc_is_current():
 
 
 def test_every_layer_type_has_a_torch_converter_or_is_a_source():
-    from convnet_io.layers import get_spec, supported_types
+    from convnet_io.graph.layers import get_spec, supported_types
     from convnet_io.torch_model import converter_types
 
     missing = [t for t in supported_types() if not get_spec(t).source and t not in converter_types()]

@@ -1,6 +1,6 @@
 """Caffe's weight fillers (``include/caffe/filler.hpp``) and ``initial_blobs``.
 
-Each test states Caffe's definition itself and checks ``convnet_io.fillers.fill`` against it:
+Each test states Caffe's definition itself and checks ``convnet_io.graph.fillers.fill`` against it:
 exactly where the filler is deterministic, statistically (tolerances of ``Z`` standard errors of
 the estimate, from the sample size) where it is random.
 """
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from convnet_io.errors import LayerError
-from convnet_io.fillers import fill
+from convnet_io.graph.fillers import fill
 from convnet_io.graph import Filler
-from convnet_io.initialize import default_filler, initial_blobs
+from convnet_io.graph.initialize import default_filler, initial_blobs
 
 from helpers import graph_from_text, input_layer
 

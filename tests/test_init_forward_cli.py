@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import convnet_io
 from convnet_cli.main import cli
-from convnet_io.caffemodel import read_caffemodel
+from convnet_io.caffe.caffemodel import read_caffemodel
 
 from helpers import input_layer
 

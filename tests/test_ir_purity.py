@@ -54,9 +54,9 @@ def import_chain(module: str, heavy: str) -> str:
     return "(not imported)"
 
 
-IR_MODULES = ("convnet_io.graph", "convnet_io.builder", "convnet_io.layers", "convnet_io.api_graph",
-              "convnet_io.summary", "convnet_io.caffe2_listing", "convnet_io.upgrade",
-              "convnet_io.netstate", "convnet_io.prototxt", "convnet_io.errors")
+IR_MODULES = ("convnet_io.graph", "convnet_io.caffe.builder", "convnet_io.graph.layers", "convnet_io.api.loading",
+              "convnet_io.graph.summary", "convnet_io.caffe2.listing", "convnet_io.caffe.upgrade",
+              "convnet_io.caffe.netstate", "convnet_io.caffe.prototxt", "convnet_io.errors")
 
 
 def test_graph_ir_imports_no_torch_onnx_or_opencv():
@@ -64,8 +64,8 @@ def test_graph_ir_imports_no_torch_onnx_or_opencv():
         import importlib
         for m in {IR_MODULES!r}:
             importlib.import_module(m)
-        from convnet_io.api_graph import load_graph
-        from convnet_io.summary import format_table, summarize
+        from convnet_io.api.loading import load_graph
+        from convnet_io.graph.summary import format_table, summarize
         g = load_graph("prototxt/alexnet.prototxt")
         s = summarize(g)
         assert s["total_params"] > 60_000_000, s["total_params"]
@@ -111,8 +111,8 @@ def test_convnet_build_command_imports_no_torch():
                     reason="shared caffe-models not present")
 def test_train_val_graphs_import_no_torch():
     out = run_snippet(f"""
-        from convnet_io.api_graph import load_graph
-        from convnet_io.summary import summarize
+        from convnet_io.api.loading import load_graph
+        from convnet_io.graph.summary import summarize
         for model in ("bvlc_alexnet", "bvlc_googlenet"):
             for phase in ("TRAIN", "TEST"):
                 summarize(load_graph({str(MODELS)!r} + "/" + model + "/train_val.prototxt", phase=phase))

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from convnet_io.builder import build_graph
+from convnet_io.caffe.builder import build_graph
 from convnet_io.errors import ConvnetError, LayerError
-from convnet_io.netstate import NetState, filter_layers, layer_included, state_for, state_meets_rule
-from convnet_io.proto import caffe_pb2
-from convnet_io.prototxt import parse_net_text
+from convnet_io.caffe.netstate import NetState, filter_layers, layer_included, state_for, state_meets_rule
+from convnet_io.caffe.proto import caffe_pb2
+from convnet_io.caffe.prototxt import parse_net_text
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT.parent / "shared" / "caffe-models"
@@ -370,7 +370,7 @@ def _zoo(model: str) -> Path:
 
 
 def _read(path: Path):
-    from convnet_io.api_graph import read_net
+    from convnet_io.caffe.prototxt import read_net
 
     return read_net(path)[0]
 
@@ -434,7 +434,7 @@ def _hdf5_stage_net(tmp_path: Path, rules_a: str, rules_b: str):
 
 
 def test_probe_source_shapes_honours_stages(tmp_path):
-    """BUG: ``convnet_io.data.feeder.probe_source_shapes(net, phase, stages=..., level=...)`` takes
+    """BUG: ``convnet_io.data.probe.probe_source_shapes(net, phase, stages=..., level=...)`` takes
     stages and level but filters with ``state_for(net, phase)``, dropping them. The trainer calls it
     with the solver's ``train_state``/``test_state`` stages and level, so it probes the layers of
     the wrong state: here it opens layer 'b' (``not_stage: 'a'``) although stage 'a' is asked for."""

@@ -24,7 +24,7 @@ import pytest
 
 import convnet_io
 from convnet_io.errors import ConvnetError
-from convnet_io.export import seeded_inputs
+from convnet_io.tools.export import seeded_inputs
 from convnet_io.graph import inference_view
 from convnet_io.onnx_export import check_onnx, export_onnx
 from convnet_io.runtimes.onnxruntime_session import make_session

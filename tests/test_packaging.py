@@ -92,7 +92,7 @@ def _dist_info(names: set[str]) -> str:
 
 def test_wheel_has_the_caffe_schema(names):
     for f in ("caffe.proto", "caffe_pb2.py", "caffe_pb2.pyi", "__init__.py"):
-        assert f"convnet_io/proto/{f}" in names, f
+        assert f"convnet_io/caffe/proto/{f}" in names, f
 
 
 def test_wheel_has_every_convnet_io_module(names):
@@ -101,8 +101,8 @@ def test_wheel_has_every_convnet_io_module(names):
     packages = sorted({m.rsplit("/", 1)[0].replace("/", ".") for m in missing})
     assert not missing, (f"not in the wheel: {missing}; add {packages} to [tool.setuptools] "
                          "packages in pyproject.toml")
-    for sub in ("layers", "torch_model", "torch_model/converters", "onnx_export", "runtimes", "data",
-                "train", "proto"):
+    for sub in ("api", "graph", "graph/layers", "caffe", "caffe/proto", "caffe/caffemodel", "caffe2",
+                "torch_model", "torch_model/converters", "onnx_export", "runtimes", "data", "train", "tools"):
         assert f"convnet_io/{sub}/__init__.py" in names, sub
 
 
@@ -159,7 +159,7 @@ def test_unpacked_wheel_imports_and_runs(wheel, tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(site)
     code = (
-        "import convnet_io, convnet_cli.main, convnet, convnet_io.proto.caffe_pb2 as pb\n"
+        "import convnet_io, convnet_cli.main, convnet, convnet_io.caffe.proto.caffe_pb2 as pb\n"
         "import pathlib, sys\n"
         f"site = pathlib.Path({str(site)!r}).resolve()\n"
         "for m in (convnet_io, convnet_cli.main, convnet, pb):\n"

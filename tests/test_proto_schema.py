@@ -1,7 +1,7 @@
 """Checks that convnet's caffe.proto matches BVLC Caffe's schema.
 
 The expected values below are transcribed from BVLC Caffe's own
-src/caffe/proto/caffe.proto (master), not from convnet_io/proto/caffe.proto,
+src/caffe/proto/caffe.proto (master), not from convnet_io/caffe/proto/caffe.proto,
 so a typo in our schema shows up here as a mismatch.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from google.protobuf import descriptor, text_format
 
-from convnet_io.proto import caffe_pb2
+from convnet_io.caffe.proto import caffe_pb2
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

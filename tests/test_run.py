@@ -12,9 +12,9 @@ from PIL import Image
 
 from convnet_cli.main import cli
 from convnet_io import load
-from convnet_io.caffemodel import write_blobproto
-from convnet_io.classify import classify, load_labels, softmax
-from convnet_io.preprocess import (ImageError, center_crop_offset, crop_offsets, load_image, load_mean,
+from convnet_io.caffe.caffemodel import write_blobproto
+from convnet_io.tools.classify import classify, load_labels, softmax
+from convnet_io.tools.preprocess import (ImageError, center_crop_offset, crop_offsets, load_image, load_mean,
                                    oversample, prepare_mean, preprocess, resize_image)
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from convnet_io.errors import ConvnetError
-from convnet_io.proto import caffe_pb2
+from convnet_io.caffe.proto import caffe_pb2
 from convnet_io.train.lr_policy import learning_rate
 from convnet_io.train.solver import CaffeSolver, LearnableBlob
 

@@ -5,11 +5,11 @@ import json
 
 import pytest
 from click.testing import CliRunner
-
 from convnet_cli.main import cli
+
 from convnet_io import load
 from convnet_io.onnx_export import export_onnx
-from convnet_io.timing import _LayerMatcher, onnx_node_layers
+from convnet_io.tools.timing_onnxruntime import _LayerMatcher, onnx_node_layers
 
 NET = """
 name: "small"

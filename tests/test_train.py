@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from convnet_cli.main import cli
-from convnet_io.caffemodel import read_caffemodel
+from convnet_io.caffe.caffemodel import read_caffemodel
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT.parent / "shared" / "caffe-models"

@@ -1,4 +1,4 @@
-"""Legacy Caffe net formats upgraded to V2 ``layer`` form (convnet_io.upgrade).
+"""Legacy Caffe net formats upgraded to V2 ``layer`` form (convnet_io.caffe.upgrade).
 
 Expected values are written by hand from the rules of BVLC Caffe's
 src/caffe/util/upgrade_proto.cpp, not produced by running the code under test.
@@ -9,8 +9,8 @@ import pytest
 from google.protobuf import text_format
 
 from convnet_io.errors import ConvnetError
-from convnet_io.proto import caffe_pb2
-from convnet_io.upgrade import is_upgrade_needed, upgrade_net
+from convnet_io.caffe.proto import caffe_pb2
+from convnet_io.caffe.upgrade import is_upgrade_needed, upgrade_net
 
 
 def parse(text: str) -> caffe_pb2.NetParameter:

@@ -1,4 +1,4 @@
-"""Weights against a net: ``convnet_io.weights.match_weights`` / ``check_weights`` and
+"""Weights against a net: ``convnet_io.caffe.weights.match_weights`` / ``check_weights`` and
 ``convnet build NET --weights W``, with Caffe's rules (``Net::CopyTrainedLayersFrom``: by layer name,
 the same number of blobs, ``Blob::ShapeEquals`` shapes, legacy 4-D blobs, V1 files)."""
 from __future__ import annotations
@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from convnet_cli.main import cli
-from convnet_io.caffemodel import LayerBlobs, read_caffemodel, write_caffemodel
+from convnet_io.caffe.caffemodel import LayerBlobs, read_caffemodel, write_caffemodel
 from convnet_io.errors import ConvnetError, LayerError
-from convnet_io.proto import caffe_pb2
-from convnet_io.weights import check_weights, layer_blobs, match_weights
+from convnet_io.caffe.proto import caffe_pb2
+from convnet_io.caffe.weights import check_weights, layer_blobs, match_weights
 
 from helpers import graph_from_text, input_layer
 

@@ -42,7 +42,7 @@ NOTES = {
 
 def rows() -> list[tuple[str, ...]]:
     sys.path.insert(0, str(ROOT))
-    from convnet_io.layers import get_spec, supported_types
+    from convnet_io.graph.layers import get_spec, supported_types
     from convnet_io.onnx_export import exporter_types
     from convnet_io.torch_model import converter_types
 
@@ -67,7 +67,7 @@ def rows() -> list[tuple[str, ...]]:
 
 def render() -> str:
     head = ["# Layers", "",
-            "Every Caffe layer type convnet knows. Each has a shape rule in `convnet_io/layers/`; "
+            "Every Caffe layer type convnet knows. Each has a shape rule in `convnet_io/graph/layers/`; "
             "PyTorch and ONNX columns say whether a converter (`convnet_io/torch_model/converters/`) and "
             "an exporter (`convnet_io/onnx_export/`) exist. Tests compare against float64 NumPy "
             "references of Caffe's formulas and against OpenCV's Caffe importer on whole nets.",

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Regenerate convnet_io/proto/caffe_pb2.py (and .pyi) from caffe.proto.
+"""Regenerate convnet_io/caffe/proto/caffe_pb2.py (and .pyi) from caffe.proto.
 
 Run from anywhere inside the repository:
 
@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PROTO_DIR = REPO_ROOT / "convnet_io" / "proto"
+PROTO_DIR = REPO_ROOT / "convnet_io" / "caffe" / "proto"
 PROTO_FILE = PROTO_DIR / "caffe.proto"
 GENERATED = ("caffe_pb2.py", "caffe_pb2.pyi")
 VERSION_PREFIX = "# Protobuf Python Version:"
@@ -94,7 +94,7 @@ def check() -> int:
     if stale:
         for name, why, diff in stale:
             print(
-                f"gen_proto --check: convnet_io/proto/{name} {why} from what "
+                f"gen_proto --check: convnet_io/caffe/proto/{name} {why} from what "
                 f"caffe.proto generates.",
                 file=sys.stderr,
             )

@@ -1,4 +1,4 @@
-"""Caffe's data layers in Python: record sources, the DataTransformer, a feeder, dataset tools.
+"""Caffe's data layers in Python: record sources, the DataTransformer, a feeder.
 
 * Sources (one per Caffe data layer type), each giving ``C x H x W`` records and labels:
   :class:`LMDBSource` (``Data``), :class:`ImageListSource` (``ImageData``),
@@ -8,23 +8,26 @@
   AlexNet's colour augmentation (opt-in, not Caffe).
 * :class:`DataFeeder`: ``{top value id: torch.Tensor}`` batches for every source layer of a graph,
   sharded over ranks, deterministic per seed, resumable, with worker processes.
-* :func:`convert_imageset`, :func:`compute_image_mean`: Caffe's tools.
+
+Caffe's dataset tools built on these (``convert_imageset``, ``compute_image_mean``) are in
+:mod:`convnet_io.tools.imageset`.
 """
-from .base import BadRecord, RecordSource, read_list_file
-from .datum import array_to_datum, datum_to_array, encoded_datum, image_to_datum, parse_datum, read_datum
-from .feeder import DataFeeder, FeederOptions, make_source, probe_source_shapes
-from .hdf5_source import HDF5Source
-from .image import decode_image, read_image, resize
-from .image_list import ImageListSource
-from .lmdb_source import LMDBSource, LMDBWriter
-from .synthetic import ArraySource
-from .tools import compute_image_mean, convert_imageset
-from .transform import IMAGENET_EIGVAL, IMAGENET_EIGVEC, DataTransformer, PCALighting
+from convnet_io.data.base import BadRecord, RecordSource, read_list_file
+from convnet_io.data.datum import array_to_datum, datum_to_array, encoded_datum, image_to_datum, parse_datum, read_datum
+from convnet_io.data.feeder import DataFeeder
+from convnet_io.data.feeds import FeederOptions, make_source
+from convnet_io.data.hdf5_source import HDF5Source
+from convnet_io.data.image import decode_image, read_image, resize
+from convnet_io.data.image_list import ImageListSource
+from convnet_io.data.lmdb_source import LMDBSource, LMDBWriter
+from convnet_io.data.probe import probe_source_shapes
+from convnet_io.data.synthetic import ArraySource
+from convnet_io.data.transform import IMAGENET_EIGVAL, IMAGENET_EIGVEC, DataTransformer, PCALighting
 
 __all__ = [
     "ArraySource", "BadRecord", "DataFeeder", "DataTransformer", "FeederOptions", "HDF5Source",
     "IMAGENET_EIGVAL", "IMAGENET_EIGVEC", "ImageListSource", "LMDBSource", "LMDBWriter", "PCALighting",
-    "RecordSource", "array_to_datum", "compute_image_mean", "convert_imageset", "datum_to_array",
+    "RecordSource", "array_to_datum", "datum_to_array",
     "decode_image", "encoded_datum", "image_to_datum", "make_source", "parse_datum", "probe_source_shapes",
     "read_datum", "read_image", "read_list_file", "resize",
 ]

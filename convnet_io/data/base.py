@@ -6,7 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import ConvnetError
+from convnet_io.errors import ConvnetError
 
 
 class BadRecord(ConvnetError):

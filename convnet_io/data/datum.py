@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import BadRecord, fmt_shape
-from .image import decode_image
+from convnet_io.data.base import BadRecord, fmt_shape
+from convnet_io.data.image import decode_image
 
 
 def _pb():
-    from ..proto import caffe_pb2
+    from convnet_io.caffe.proto import caffe_pb2
 
     return caffe_pb2
 

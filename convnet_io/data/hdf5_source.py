@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConvnetError
-from .base import RecordSource, fmt_shape, layer_salt, rng_for
+from convnet_io.data.base import RecordSource, fmt_shape, layer_salt, rng_for
+from convnet_io.errors import ConvnetError
 
 
 def read_hdf5_list(source: str | os.PathLike) -> list[str]:

@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from .base import BadRecord
+from convnet_io.data.base import BadRecord
 
 try:  # OpenCV is optional; Caffe resized with it, so use it where it is installed.
     import cv2 as _cv2

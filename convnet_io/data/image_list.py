@@ -10,9 +10,9 @@ import os
 
 import numpy as np
 
-from ..errors import ConvnetError
-from .base import RecordSource, join_root, layer_salt, read_list_file, rng_for
-from .image import read_image
+from convnet_io.data.base import RecordSource, join_root, layer_salt, read_list_file, rng_for
+from convnet_io.data.image import read_image
+from convnet_io.errors import ConvnetError
 
 
 class ImageListSource(RecordSource):

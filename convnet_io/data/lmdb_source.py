@@ -17,9 +17,9 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import ConvnetError
-from .base import BadRecord, RecordSource
-from .datum import read_datum
+from convnet_io.data.base import BadRecord, RecordSource
+from convnet_io.data.datum import read_datum
+from convnet_io.errors import ConvnetError
 
 _ENVS: dict[str, tuple[int, object, tuple[int, int]]] = {}
 

@@ -5,8 +5,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..graph import Filler, Shape
-from .base import RecordSource, fmt_shape
+from convnet_io.data.base import RecordSource, fmt_shape
+from convnet_io.graph import Filler, Shape
 
 
 class ArraySource(RecordSource):
@@ -41,7 +41,7 @@ class ArraySource(RecordSource):
 
 def dummy_blob(filler: Filler | None, shape: Shape, rng: np.random.Generator) -> np.ndarray:
     """One DummyData top: Caffe's filler (constant 0 when none is given)."""
-    from ..fillers import fill
+    from convnet_io.graph.fillers import fill
 
     return fill(filler or Filler(), shape, rng)
 

@@ -25,9 +25,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import ConvnetError
-from ..layers.data import Transform
-from .base import BadRecord, fmt_shape
+from convnet_io.data.base import BadRecord, fmt_shape
+from convnet_io.errors import ConvnetError
+from convnet_io.graph.layers.data import Transform
 
 # ImageNet's RGB pixel covariance, pixels in [0, 1] (as fb.resnet.torch and torchvision recipes use).
 IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
@@ -61,7 +61,7 @@ class PCALighting:
 
 def load_mean_file(path: str) -> np.ndarray:
     """A ``.binaryproto`` mean as ``C x H x W`` float32 (the first image of a 4-D blob)."""
-    from ..caffemodel import read_blobproto
+    from convnet_io.caffe.caffemodel import read_blobproto
 
     try:
         mean = np.asarray(read_blobproto(path), dtype=np.float32)

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import math
 
-
-from .registry import exporter
+from convnet_io.onnx_export.registry import exporter
 
 
 def _single(node):

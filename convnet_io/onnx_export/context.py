@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from ..graph import Graph, Node
+from convnet_io.graph import Graph, Node
 
 BLOB_ROLES = {0: "w", 1: "b"}
 

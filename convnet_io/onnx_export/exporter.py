@@ -7,12 +7,12 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from .. import __version__
-from ..atomic import write_bytes_atomic
-from ..errors import ConvnetError
-from ..graph import Graph, inference_view
-from .context import FLOAT, ExportContext
-from .registry import export_node
+from convnet_io.version import __version__
+from convnet_io.atomic import write_bytes_atomic
+from convnet_io.errors import ConvnetError
+from convnet_io.graph import Graph, inference_view
+from convnet_io.onnx_export.context import FLOAT, ExportContext
+from convnet_io.onnx_export.registry import export_node
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..layers.common import canonical_axis
-from .registry import exporter
+from convnet_io.graph.layers.common import canonical_axis
+from convnet_io.onnx_export.registry import exporter
 
 
 @exporter("BatchNorm")

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from ..errors import LayerError
-from ..graph import Node
+from convnet_io.errors import LayerError
+from convnet_io.graph import Node
 
 Exporter = Callable[["ExportContext", Node], None]  # noqa: F821
 _EXPORTERS: dict[str, Exporter] = {}

@@ -2,11 +2,10 @@
 Parameter and Embed as ONNX."""
 from __future__ import annotations
 
-
-from ..layers.common import canonical_axis
-from ..layers.shape_ops import Crop as CropSpec
-from ..layers.shape_ops import Slice as SliceSpec
-from .registry import exporter
+from convnet_io.graph.layers.common import canonical_axis
+from convnet_io.graph.layers.shape_ops import Crop as CropSpec
+from convnet_io.graph.layers.shape_ops import Slice as SliceSpec
+from convnet_io.onnx_export.registry import exporter
 
 
 @exporter("Concat")

@@ -3,15 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..layers.common import canonical_axis
-from ..layers.vision import Pooling as PoolingSpec
-from .registry import exporter
+from convnet_io.graph.layers.common import canonical_axis
+from convnet_io.graph.layers.vision import Pooling as PoolingSpec
+from convnet_io.graph.layers.vision import convolution_tail
+from convnet_io.onnx_export.registry import exporter
 
 
 @exporter("Convolution", "Deconvolution")
 def export_convolution(ctx, node):
-    from ..torch_model.converters.vision import convolution_tail
-
     a = node.attrs
     op = "ConvTranspose" if node.type == "Deconvolution" else "Conv"
     inputs_w = [ctx.blob(node, i) for i in range(len(node.params))]

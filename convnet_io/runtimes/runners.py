@@ -6,15 +6,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConvnetError
-from ..graph import Graph
+from convnet_io.errors import ConvnetError
+from convnet_io.graph import Graph
 
 
 class TorchRunner:
     """convnet's PyTorch model; exposes every value (each in-place write separately)."""
 
     def __init__(self, net, label: str = "torch"):
-        from ..graph import inference_view
+        from convnet_io.graph import inference_view
 
         self.net = net
         self.name = label
@@ -44,8 +44,8 @@ class OnnxRuntimeRunner:
     """ONNX Runtime on convnet's export of the graph, every intermediate value marked as an output."""
 
     def __init__(self, net, device: str = "auto", opset: int | None = None):
-        from ..onnx_export import DEFAULT_OPSET, export_onnx
-        from .onnxruntime_session import make_session
+        from convnet_io.onnx_export import DEFAULT_OPSET, export_onnx
+        from convnet_io.runtimes.onnxruntime_session import make_session
 
         model = export_onnx(net.graph, net.blobs(), opset=opset or DEFAULT_OPSET)
         self.session = make_session(mark_all_outputs(model, net.graph).SerializeToString(), device)
@@ -70,7 +70,7 @@ class OpenCVRunner:
             import cv2
         except ImportError:
             raise ConvnetError("OpenCV is not installed: pip install 'opencv-python-headless<5'") from None
-        from ..deploy import deploy_text
+        from convnet_io.caffe.deploy import deploy_text
 
         self.name = f"opencv {cv2.__version__}"
         self.graph = net.graph

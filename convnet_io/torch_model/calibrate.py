@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .model import CaffeModule
+from convnet_io.torch_model.model import CaffeModule
 
 
 @torch.no_grad()

@@ -6,10 +6,10 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
-from ..errors import ConvnetError
-from ..graph import Graph
-from .base import CaffeLayer
-from .registry import convert_node
+from convnet_io.errors import ConvnetError
+from convnet_io.graph import Graph
+from convnet_io.torch_model.base import CaffeLayer
+from convnet_io.torch_model.registry import convert_node
 
 
 def _module_name(layer: str, taken: set[str], owner: nn.Module) -> str:

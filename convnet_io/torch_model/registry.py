@@ -5,8 +5,8 @@ from typing import Callable
 
 from torch import nn
 
-from ..errors import LayerError
-from ..graph import Graph, Node
+from convnet_io.errors import LayerError
+from convnet_io.graph import Graph, Node
 
 Converter = Callable[[Node, Graph], nn.Module]
 _CONVERTERS: dict[str, Converter] = {}

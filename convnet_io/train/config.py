@@ -7,9 +7,9 @@ from typing import Any
 
 from google.protobuf import text_format
 
-from ..errors import ConvnetError, ParseError
-from ..prototxt import read_text
-from ..proto import caffe_pb2
+from convnet_io.caffe.proto import caffe_pb2
+from convnet_io.caffe.prototxt import read_text
+from convnet_io.errors import ConvnetError, ParseError
 
 
 @dataclass
@@ -90,7 +90,7 @@ def resolve_path(name: str, solver_path: str | Path) -> Path:
 
 def net_parameters(param: caffe_pb2.SolverParameter, opts: TrainOptions) -> tuple[Any, Any, list[str]]:
     """(train NetParameter, test NetParameter or None, notes) — upgraded, overrides applied."""
-    from ..api_graph import read_net
+    from convnet_io.caffe.prototxt import read_net
 
     notes: list[str] = []
     if opts.net:
@@ -98,7 +98,7 @@ def net_parameters(param: caffe_pb2.SolverParameter, opts: TrainOptions) -> tupl
         notes += n
         test = None
     elif param.HasField("train_net_param") or param.HasField("net_param"):
-        from ..upgrade import upgrade_net
+        from convnet_io.caffe.upgrade import upgrade_net
 
         train = caffe_pb2.NetParameter()
         train.CopyFrom(param.train_net_param if param.HasField("train_net_param") else param.net_param)

@@ -5,7 +5,7 @@ import os
 import socket
 from typing import Any
 
-from .config import TrainOptions
+from convnet_io.train.config import TrainOptions
 
 
 def _free_port() -> int:
@@ -25,7 +25,7 @@ def _run_rank(rank: int, world_size: int, opts: TrainOptions, results: Any = Non
     import torch
     import torch.distributed as dist
 
-    from .trainer import Trainer
+    from convnet_io.train.trainer import Trainer
 
     backend = _backend(opts)
     if backend == "nccl":
@@ -55,7 +55,7 @@ def run_training(opts: TrainOptions, nproc: int = 1) -> dict:
     if launched_by_torchrun():
         return _run_rank(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), opts) or {}
     if nproc <= 1:
-        from .trainer import Trainer
+        from convnet_io.train.trainer import Trainer
 
         return Trainer(opts).train()
     import torch.multiprocessing as mp

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConvnetError
-from ..proto import caffe_pb2
+from convnet_io.caffe.proto import caffe_pb2
+from convnet_io.errors import ConvnetError
 
 
 def snapshot_paths(prefix: str, iteration: int) -> tuple[Path, Path]:

@@ -63,8 +63,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from convnet_io.caffe.proto import caffe_pb2
 from convnet_io.errors import ConvnetError
-from convnet_io.proto import caffe_pb2
 from convnet_io.train.lr_policy import check_lr_policy, learning_rate
 
 __all__ = ["LearnableBlob", "CaffeSolver", "SOLVER_TYPES", "solver_type"]

@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..builder import build_graph
-from ..errors import ConvnetError
-from ..graph import Graph
-from ..torch_model import CaffeModule
-from .config import TrainOptions, apply_overrides, net_parameters, read_solver
-from .metrics import MetricsLog, log
-from ..atomic import write_bytes_atomic
-from .snapshot import learned_net_path, read_solverstate, snapshot_paths
+from convnet_io.atomic import write_bytes_atomic
+from convnet_io.caffe.builder import build_graph
+from convnet_io.errors import ConvnetError
+from convnet_io.graph import Graph
+from convnet_io.torch_model import CaffeModule
+from convnet_io.train.config import TrainOptions, apply_overrides, net_parameters, read_solver
+from convnet_io.train.metrics import MetricsLog, log
+from convnet_io.train.snapshot import learned_net_path, read_solverstate, snapshot_paths
 
 
 def pick_device(choice: str) -> torch.device:
@@ -37,7 +37,7 @@ def pick_device(choice: str) -> torch.device:
 
 class Trainer:
     def __init__(self, opts: TrainOptions, rank: int = 0, world_size: int = 1):
-        from ..initialize import initial_blobs
+        from convnet_io.graph.initialize import initial_blobs
 
         self.opts, self.rank, self.world_size = opts, rank, world_size
         self.root = rank == 0
@@ -57,7 +57,7 @@ class Trainer:
         self.module = CaffeModule(self.train_graph)
         blobs = initial_blobs(self.train_graph, self.seed)
         if opts.weights:
-            from ..weights import check_weights
+            from convnet_io.caffe.weights import check_weights
 
             report = check_weights(self.train_graph, opts.weights, strict=False)
             self.notes += report.warnings
@@ -68,7 +68,7 @@ class Trainer:
         if self.test_graph is not None:
             self.test_module = CaffeModule(self.test_graph).to(self.device).eval()
             self.test_module.share_weights_with(self.module)
-        from .solver import CaffeSolver
+        from convnet_io.train.solver import CaffeSolver
 
         self.solver = CaffeSolver(self.param, self._learnable_blobs())
         self.loss_tops = [(t, w) for n in self.train_graph.nodes for t, w in zip(n.tops, n.loss_weights) if w]
@@ -83,7 +83,7 @@ class Trainer:
 
     # -- set-up ------------------------------------------------------------------------------------
     def _graph(self, net: Any, phase: str, state: Any) -> Graph:
-        from ..data import probe_source_shapes
+        from convnet_io.data import probe_source_shapes
 
         stages = tuple(state.stage) if state is not None else ()
         level = state.level if state is not None and state.HasField("level") else None
@@ -101,7 +101,7 @@ class Trainer:
                     t.copy_(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).reshape(t.shape))
 
     def _learnable_blobs(self):
-        from .solver import LearnableBlob
+        from convnet_io.train.solver import LearnableBlob
 
         seen: set[int] = set()
         out = []
@@ -117,7 +117,7 @@ class Trainer:
         return out
 
     def _feeder(self, graph: Graph, phase: str, start_batch: int = 0, sharded: bool = True):
-        from ..data import DataFeeder
+        from convnet_io.data import DataFeeder
 
         net = self.train_net if phase == "TRAIN" else self.test_net
         return DataFeeder(graph, phase, net=net, seed=self.seed, rank=self.rank if sharded else 0,
@@ -126,7 +126,7 @@ class Trainer:
                           pca_lighting=self.opts.pca_lighting and phase == "TRAIN")
 
     def _resume(self, path: str) -> None:
-        from ..weights import check_weights
+        from convnet_io.caffe.weights import check_weights
 
         state = read_solverstate(path)
         weights = learned_net_path(state, path)
@@ -217,8 +217,8 @@ class Trainer:
         return result
 
     def snapshot(self) -> tuple[Path, Path]:
-        from ..caffemodel import write_caffemodel
-        from ..weights import layer_blobs
+        from convnet_io.caffe.caffemodel import write_caffemodel
+        from convnet_io.caffe.weights import layer_blobs
 
         it = self.solver.iteration
         model_path, state_path = snapshot_paths(self.prefix, it)

@@ -1,2 +1,2 @@
 """Layer converters, one module per family; importing this package registers them all."""
-from . import activation, loss, normalization, shape_ops, vision  # noqa: F401
+from convnet_io.torch_model.converters import activation, loss, normalization, shape_ops, vision  # noqa: F401

@@ -10,9 +10,9 @@ import math
 import torch
 from torch import nn
 
-from ...graph import Graph, Node
-from ..base import CaffeLayer
-from ..registry import converter
+from convnet_io.graph import Graph, Node
+from convnet_io.torch_model.base import CaffeLayer
+from convnet_io.torch_model.registry import converter
 
 
 class ReLU(CaffeLayer):

@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...graph import Graph, Node
-from ...layers.common import canonical_axis, count
-from ..base import CaffeLayer
-from ..registry import converter
+from convnet_io.graph import Graph, Node
+from convnet_io.graph.layers.common import canonical_axis, count
+from convnet_io.torch_model.base import CaffeLayer
+from convnet_io.torch_model.registry import converter
 
 FLT_MIN = 1.1754943508222875e-38  # std::numeric_limits<float>::min()
 

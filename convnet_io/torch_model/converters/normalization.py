@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ...graph import Graph, Node
-from ...layers.common import canonical_axis
-from ..base import CaffeLayer, blob_shape_for_axis
-from ..registry import converter
+from convnet_io.graph import Graph, Node
+from convnet_io.graph.layers.common import canonical_axis
+from convnet_io.torch_model.base import CaffeLayer, blob_shape_for_axis
+from convnet_io.torch_model.registry import converter
 
 
 class BatchNorm(CaffeLayer):

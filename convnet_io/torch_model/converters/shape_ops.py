@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...graph import Graph, Node
-from ...layers.common import canonical_axis, count
-from ...layers.shape_ops import Crop as CropSpec
-from ...layers.shape_ops import Slice as SliceSpec
-from ..base import CaffeLayer
-from ..registry import converter
+from convnet_io.graph import Graph, Node
+from convnet_io.graph.layers.common import canonical_axis, count
+from convnet_io.graph.layers.shape_ops import Crop as CropSpec
+from convnet_io.graph.layers.shape_ops import Slice as SliceSpec
+from convnet_io.torch_model.base import CaffeLayer
+from convnet_io.torch_model.registry import converter
 
 
 def _bottom_shape(node: Node, graph: Graph, i: int = 0) -> tuple[int, ...]:

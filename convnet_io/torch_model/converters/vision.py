@@ -5,11 +5,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...graph import Graph, Node
-from ...layers.common import canonical_axis, count
-from ...layers.vision import Pooling as PoolingSpec
-from ..base import CaffeLayer
-from ..registry import converter
+from convnet_io.graph import Graph, Node
+from convnet_io.graph.layers.common import canonical_axis, count
+from convnet_io.graph.layers.vision import Pooling as PoolingSpec
+from convnet_io.graph.layers.vision import convolution_tail
+from convnet_io.torch_model.base import CaffeLayer
+from convnet_io.torch_model.registry import converter
 
 
 def _blob(shape) -> nn.Parameter:
@@ -57,12 +58,6 @@ def convert_convolution(node: Node, graph: Graph) -> nn.Module:
         return Deconvolution(node.attrs, shapes[0], shapes[1] if len(shapes) > 1 else None)
     return Convolution(node.attrs, shapes[0], shapes[1] if len(shapes) > 1 else None,
                        convolution_tail(node.attrs, graph.shapes[node.bottoms[0]], graph.shapes[node.tops[0]]))
-
-
-def convolution_tail(a, bottom, top) -> tuple[int, int]:
-    """Extra zero rows/columns past the pad that Caffe's windows read (kernel larger than input)."""
-    return tuple(max(0, (top[2 + i] - 1) * a.stride[i] + a.dilation[i] * (a.kernel[i] - 1) + 1
-                     - bottom[2 + i] - 2 * a.pad[i]) for i in range(2))
 
 
 class InnerProduct(CaffeLayer):

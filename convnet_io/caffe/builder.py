@@ -1,0 +1,188 @@
+"""NetParameter -> Graph: phase filtering, blob versioning, validation and shape inference."""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+from convnet_io.caffe.netstate import filter_layers, state_for
+from convnet_io.errors import ConvnetError, LayerError
+from convnet_io.graph import Graph, Node, ParamSpec, Shape, value_id
+from convnet_io.graph.layers import get_spec, supported_types
+from convnet_io.graph.layers.data import SourceContext
+
+
+def build_graph(
+    net: Any,
+    phase: str = "TEST",
+    input_shapes: dict[str, Shape] | Shape | None = None,
+    stages: Iterable[str] = (),
+    level: int | None = None,
+    source_path: str = "",
+    notices: list[str] | None = None,
+) -> Graph:
+    """Build the graph of an upgraded (V2) NetParameter for one phase."""
+    if isinstance(stages, str):
+        stages = (stages,)
+    state = state_for(net, phase, level, tuple(stages))
+    notes: list[str] = list(notices or [])
+    ctx = _source_context(input_shapes, notes.append)
+    layers = filter_layers(net, state)
+    _check_order(layers)
+
+    current: dict[str, str] = {}  # Caffe blob name -> its latest value id
+    versions: dict[str, int] = {}
+    shapes: dict[str, Shape] = {}
+    blob_of: dict[str, str] = {}
+    nodes: list[Node] = []
+    names: set[str] = set()
+    for layer in layers:
+        name, type_ = layer.name, layer.type
+        if name in names:
+            raise LayerError(name, "two layers have this name", type_)
+        names.add(name)
+        node = _build_node(layer, current, shapes, ctx, state.phase)
+        tops: list[str] = []
+        top_shapes = node.tops  # shapes, temporarily
+        for blob, shape in zip(layer.top, top_shapes):
+            if blob in current:
+                if blob not in layer.bottom:
+                    raise LayerError(name, f"top '{blob}' is already written by an earlier layer "
+                                     "(only in-place layers may write a blob again)", type_)
+                versions[blob] += 1
+            else:
+                versions[blob] = 0
+            vid = value_id(blob, versions[blob])
+            current[blob] = vid
+            shapes[vid] = tuple(int(d) for d in shape)
+            blob_of[vid] = blob
+            tops.append(vid)
+        node.tops = tops
+        nodes.append(node)
+    sources = {blob_of[t] for n in nodes if n.is_source for t in n.tops}
+    unknown = sorted(set(ctx.named) - sources)
+    if unknown:
+        raise ConvnetError(f"--input-shape names {', '.join(unknown)}, which the net does not take as input "
+                           f"(its inputs: {', '.join(sorted(sources)) or 'none'})")
+    return Graph(name=net.name, phase=state.phase, nodes=nodes, shapes=shapes, blob_of=blob_of,
+                 notices=notes, source_path=source_path)
+
+
+def _source_context(input_shapes, notice: Callable[[str], None]) -> SourceContext:
+    if input_shapes is None:
+        return SourceContext(notice=notice)
+    if isinstance(input_shapes, dict):
+        named = {k: tuple(v) for k, v in input_shapes.items() if k}
+        return SourceContext(named=named, default=input_shapes.get("") and tuple(input_shapes[""]), notice=notice)
+    return SourceContext(default=tuple(input_shapes), notice=notice)
+
+
+def _build_node(layer: Any, current: dict[str, str], shapes: dict[str, Shape], ctx: SourceContext,
+                phase: str) -> Node:
+    name, type_ = layer.name, layer.type
+    spec = get_spec(type_)
+    if spec is None:
+        raise LayerError(name, f"unknown layer type '{type_}'. Supported types: "
+                         + ", ".join(supported_types()), type_)
+    nb = len(layer.bottom)
+    if nb < spec.min_bottoms or (spec.max_bottoms is not None and nb > spec.max_bottoms):
+        want = (f"{spec.min_bottoms}" if spec.max_bottoms == spec.min_bottoms else
+                f"at least {spec.min_bottoms}" if spec.max_bottoms is None else
+                f"{spec.min_bottoms} to {spec.max_bottoms}")
+        raise LayerError(name, f"takes {want} bottom(s), got {nb}", type_)
+    bottoms = []
+    for blob in layer.bottom:
+        if blob not in current:
+            raise LayerError(name, f"bottom '{blob}' is not produced by any earlier layer", type_)
+        bottoms.append(current[blob])
+    try:
+        attrs = spec.attrs(layer)
+        bshapes = [shapes[b] for b in bottoms]
+        if spec.source:
+            tshapes = spec.source_shapes(name, attrs, list(layer.top), ctx)
+        else:
+            tshapes = spec.top_shapes(attrs, bshapes, len(layer.top))
+        if len(tshapes) < len(layer.top):
+            raise ValueError(f"produces {len(tshapes)} top(s), but {len(layer.top)} are named")
+        for blob, shape in zip(layer.top, tshapes):
+            if any(d <= 0 for d in shape) and not spec.source:
+                raise ValueError(f"top '{blob}' would have non-positive shape {list(shape)} "
+                                 f"from bottom(s) {[list(s) for s in bshapes]}")
+            if any(d <= 0 for d in shape):
+                raise ValueError(f"top '{blob}' has non-positive shape {list(shape)}")
+        params = _param_specs(layer, spec, attrs, bshapes)
+    except ConvnetError:
+        raise
+    except (ValueError, ZeroDivisionError, IndexError) as e:
+        raise LayerError(name, str(e), type_) from None
+    loss_weights = list(layer.loss_weight)
+    if not loss_weights and type_.endswith("Loss"):
+        loss_weights = [1.0] + [0.0] * (len(layer.top) - 1)
+    return Node(name=name, type=type_, bottoms=bottoms, tops=list(tshapes[:len(layer.top)]),
+                attrs=attrs, params=params, loss_weights=loss_weights,
+                propagate_down=list(layer.propagate_down))
+
+
+def _param_specs(layer: Any, spec: Any, attrs: Any, bshapes: list[Shape]) -> list[ParamSpec]:
+    shapes = spec.param_shapes(attrs, bshapes)
+    fillers = spec.fillers(attrs)
+    out = []
+    for i, shape in enumerate(shapes):
+        p = layer.param[i] if i < len(layer.param) else None
+        out.append(ParamSpec(
+            shape=tuple(int(d) for d in shape),
+            filler=fillers[i] if i < len(fillers) else None,
+            lr_mult=float(p.lr_mult) if p is not None else 1.0,
+            decay_mult=float(p.decay_mult) if p is not None else 1.0,
+            share_name=p.name if p is not None else "",
+        ))
+    if len(layer.param) > len(shapes):
+        raise ValueError(f"{len(layer.param)} param specs given for {len(shapes)} learnable blob(s)")
+    if layer.type == "BatchNorm":
+        # Caffe: the statistics are not learned by gradient; a non-zero lr_mult is refused.
+        if any(p.lr_mult != 0 for p in out[:len(layer.param)]):
+            raise ValueError("batch normalization statistics cannot be learned: set lr_mult 0 (or omit param)")
+        for p in out:
+            p.lr_mult = p.decay_mult = 0.0
+    return out
+
+
+def _check_order(layers: list[Any]) -> None:
+    """Bottoms must be written by an earlier layer; name the cycle when there is one."""
+    written: set[str] = set()
+    producers: dict[str, list[int]] = {}
+    for i, layer in enumerate(layers):
+        for t in layer.top:
+            producers.setdefault(t, []).append(i)
+    for i, layer in enumerate(layers):
+        for b in layer.bottom:
+            if b not in written and b in producers:
+                later = producers[b][0]
+                cycle = _find_cycle(layers, producers, start=i)
+                if cycle:
+                    path = " -> ".join(layers[j].name for j in cycle)
+                    raise LayerError(layer.name, f"the net has a cycle: {path}", layer.type)
+                raise LayerError(layer.name, f"bottom '{b}' is written only later, by layer "
+                                 f"'{layers[later].name}': layers must be listed in execution order",
+                                 layer.type)
+        written.update(layer.top)
+
+
+def _find_cycle(layers: list[Any], producers: dict[str, list[int]], start: int) -> list[int] | None:
+    """A path of layers from ``start`` back to itself through bottom->producer edges, if any."""
+
+    def deps(i: int) -> list[int]:
+        out = []
+        for b in layers[i].bottom:
+            out.extend(j for j in producers.get(b, []) if j != i)
+        return out
+
+    stack = [(start, [start])]
+    seen: set[int] = set()
+    while stack:
+        i, path = stack.pop()
+        for j in deps(i):
+            if j == start:
+                return list(reversed(path + [start]))
+            if j not in seen:
+                seen.add(j)
+                stack.append((j, path + [j]))
+    return None

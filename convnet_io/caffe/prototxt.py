@@ -1,0 +1,74 @@
+"""Read Caffe net definitions (text prototxt or binary NetParameter) into NetParameter messages."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import text_format
+from google.protobuf.message import DecodeError
+
+from convnet_io.caffe.proto import caffe_pb2
+from convnet_io.errors import ConvnetError, ParseError
+
+_LOCATION = re.compile(r"^(\d+):(\d+)\s*:\s*")
+
+
+def parse_net_text(text: str, path: str = "<string>") -> caffe_pb2.NetParameter:
+    """Parse NetParameter text; a syntax error becomes a ParseError located at path:line:col."""
+    net = caffe_pb2.NetParameter()
+    try:
+        text_format.Parse(text, net)
+    except text_format.ParseError as e:
+        line, col = e.GetLine(), e.GetColumn()
+        message = _LOCATION.sub("", str(e))
+        if line is None:
+            m = _LOCATION.match(str(e))
+            if m:
+                line, col = int(m.group(1)), int(m.group(2))
+        raise ParseError(path, line, col, message) from None
+    return net
+
+
+def read_text(path: str | Path) -> str:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ConvnetError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConvnetError(f"{path}: is a directory, not a net definition") from None
+    except OSError as e:
+        raise ConvnetError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConvnetError(f"{path}: not a text file (byte {e.start} is not UTF-8); "
+                           "for binary weights use --weights") from None
+
+
+def read_net_parameter(path: str | Path) -> caffe_pb2.NetParameter:
+    """A NetParameter from a text prototxt, or from a binary file (a .caffemodel used as a net)."""
+    p = Path(path)
+    if p.suffix in (".caffemodel", ".binaryproto", ".pb"):
+        net = caffe_pb2.NetParameter()
+        try:
+            net.ParseFromString(p.read_bytes())
+        except (DecodeError, OSError) as e:
+            raise ConvnetError(f"{path}: not a binary NetParameter: {e}") from None
+        return net
+    return parse_net_text(read_text(p), str(path))
+
+
+def read_net(path: str | Path) -> tuple[Any, list[str]]:
+    """An upgraded (V2) NetParameter from a prototxt or binary net, and the upgrade notes."""
+    from convnet_io.caffe.upgrade import upgrade_net
+
+    net = read_net_parameter(path)
+    try:
+        notes = upgrade_net(net)
+    except ValueError as e:
+        raise ConvnetError(f"{path}: {e}") from None
+    if not len(net.layer):
+        raise ConvnetError(f"{path}: no layers found (is this a net definition?)")
+    return net, [f"{path}: {n}" for n in notes]

@@ -1,0 +1,149 @@
+"""The intermediate graph: one framework-free description of a net that every consumer reads.
+
+Parsers (prototxt, Caffe2 listings) write it; the PyTorch model, the ONNX exporter, the summary and
+the diff read it. It imports neither torch nor onnx.
+
+Blobs are *values*: each write of a Caffe blob gets its own value id. The first write keeps the
+Caffe name (``conv1``); each in-place rewrite adds a version suffix (``conv1:1``, ``conv1:2``), so
+an in-place ReLU does not hide the convolution output it overwrote.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from convnet_io.graph.layers.registry import is_source_type
+from convnet_io.graph.types import Filler, Shape
+
+
+@dataclass
+class ParamSpec:
+    """One learnable blob of a layer: its shape, filler and solver multipliers."""
+
+    shape: Shape
+    filler: Filler | None = None
+    lr_mult: float = 1.0
+    decay_mult: float = 1.0
+    share_name: str = ""
+
+    @property
+    def count(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass
+class Node:
+    """One layer: Caffe name and type, the values it reads and writes, typed attributes."""
+
+    name: str
+    type: str
+    bottoms: list[str]
+    tops: list[str]
+    attrs: Any
+    params: list[ParamSpec] = field(default_factory=list)
+    loss_weights: list[float] = field(default_factory=list)
+    propagate_down: list[bool] = field(default_factory=list)
+
+    @property
+    def is_source(self) -> bool:
+        """True for layers that take no bottom and feed the net (Input, Data, ...)."""
+        return is_source_type(self.type)
+
+    @property
+    def param_count(self) -> int:
+        return sum(p.count for p in self.params)
+
+
+@dataclass
+class Graph:
+    """A whole net for one phase, nodes in execution order, every value's shape known.
+
+    A graph is not changed once built (``dataclasses.replace`` makes a new one), so the derived
+    lists below are computed once."""
+
+    name: str
+    phase: str
+    nodes: list[Node]
+    shapes: dict[str, Shape]
+    blob_of: dict[str, str]
+    notices: list[str] = field(default_factory=list)
+    source_path: str = ""
+
+    # -- lookups ---------------------------------------------------------------------------------
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    @cached_property
+    def inputs(self) -> list[str]:
+        """Values written by source layers: what a forward pass is fed."""
+        return [t for n in self.nodes if n.is_source for t in n.tops]
+
+    @cached_property
+    def read_inputs(self) -> list[str]:
+        """Inputs that some layer reads (a label no kept layer uses is left out)."""
+        read = {b for n in self.nodes for b in n.bottoms}
+        return [v for v in self.inputs if v in read]
+
+    @cached_property
+    def outputs(self) -> list[str]:
+        """Values that no layer reads: what a forward pass returns by default."""
+        read = {b for n in self.nodes for b in n.bottoms}
+        return [t for n in self.nodes if not n.is_source for t in n.tops if t not in read]
+
+    @cached_property
+    def values(self) -> list[str]:
+        """Every value in execution order."""
+        return [t for n in self.nodes for t in n.tops]
+
+    def final_value(self, blob: str) -> str:
+        """The value a Caffe blob name holds after a forward pass (its last write)."""
+        last = None
+        for v in self.values:
+            if self.blob_of[v] == blob:
+                last = v
+        if last is None:
+            if blob in self.shapes:
+                return blob
+            raise KeyError(blob)
+        return last
+
+    def producer(self, value: str) -> Node:
+        for n in self.nodes:
+            if value in n.tops:
+                return n
+        raise KeyError(value)
+
+    @property
+    def param_count(self) -> int:
+        return sum(n.param_count for n in self.nodes)
+
+
+# Layers an inference model leaves out: losses and metrics need labels and say nothing about the
+# model's outputs.
+TRAINING_ONLY_TYPES = frozenset({"SoftmaxWithLoss", "EuclideanLoss", "SigmoidCrossEntropyLoss",
+                                 "Accuracy", "Silence"})
+
+
+def inference_view(graph: Graph) -> Graph:
+    """The graph without losses, metrics and whatever only feeds them (labels): what a deployed
+    model computes. Shapes and names are the graph's own."""
+    import dataclasses
+
+    kept = [n for n in graph.nodes if n.type not in TRAINING_ONLY_TYPES]
+    read_by_kept = {b for n in kept for b in n.bottoms}
+    needed: set[str] = set()
+    keep: list[Node] = []
+    for node in reversed(kept):
+        is_output = any(t not in read_by_kept for t in node.tops) and not node.is_source
+        if is_output or any(t in needed for t in node.tops):
+            keep.append(node)
+            needed.update(node.bottoms)
+    keep.reverse()
+    return dataclasses.replace(graph, nodes=keep)

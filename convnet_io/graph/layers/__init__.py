@@ -1,0 +1,12 @@
+"""Caffe layer types known to the graph: attributes, shape rule, learnable blobs, cost.
+
+Each Caffe type is one small ``LayerSpec`` subclass registered with ``@register("Type")``, grouped
+by family in the modules below, with its shape rule next to its attributes as in Caffe's
+``Reshape``. Framework code (torch, onnx) lives elsewhere and looks layers up by the same type.
+"""
+from __future__ import annotations
+
+from convnet_io.graph.layers import activation, data, loss, normalization, shape_ops, vision  # noqa: F401  (registration)
+from convnet_io.graph.layers.registry import LayerSpec, get_spec, is_source_type, register, supported_types
+
+__all__ = ["LayerSpec", "get_spec", "is_source_type", "register", "supported_types"]

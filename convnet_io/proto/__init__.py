@@ -1,5 +1,0 @@
-"""Caffe protobuf schema (generated from caffe.proto by tools/gen_proto.py)."""
-
-from . import caffe_pb2
-
-__all__ = ["caffe_pb2"]
