@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Regenerate convnet_io/caffe/proto/caffe_pb2.py (and .pyi) from caffe.proto.
+"""Regenerate convnet_io/caffe/proto/caffe_pb2.py (and .pyi) from caffe.proto, and
+convnet_io/caffe2/proto/caffe2_pb2.py (and .pyi) from caffe2.proto.
 
 Run from anywhere inside the repository:
 
@@ -23,13 +24,20 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = REPO_ROOT / "convnet_io" / "caffe" / "proto"
 PROTO_FILE = PROTO_DIR / "caffe.proto"
 GENERATED = ("caffe_pb2.py", "caffe_pb2.pyi")
+# Every schema: (folder, .proto file). The first is Caffe's; the Caffe2 subset sits beside it.
+SCHEMAS = ((PROTO_DIR, PROTO_FILE),
+           (REPO_ROOT / "convnet_io" / "caffe2" / "proto", REPO_ROOT / "convnet_io" / "caffe2" / "proto" / "caffe2.proto"))
 VERSION_PREFIX = "# Protobuf Python Version:"
 MAX_LINE = 160
 MAX_DIFF_LINES = 40
 
 
-def _protoc(out_dir: Path) -> None:
-    """Run grpc_tools' bundled protoc, writing caffe_pb2.py/.pyi to out_dir."""
+def _generated(proto_file: Path) -> tuple[str, str]:
+    return (f"{proto_file.stem}_pb2.py", f"{proto_file.stem}_pb2.pyi")
+
+
+def _protoc(out_dir: Path, proto_dir: Path = PROTO_DIR, proto_file: Path = PROTO_FILE) -> None:
+    """Run grpc_tools' bundled protoc, writing <name>_pb2.py/.pyi to out_dir."""
     try:
         from grpc_tools import protoc
     except ImportError:
@@ -39,10 +47,10 @@ def _protoc(out_dir: Path) -> None:
     # embed an absolute, machine-specific path.
     args = [
         "grpc_tools.protoc",
-        f"-I{PROTO_DIR}",
+        f"-I{proto_dir}",
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",
-        str(PROTO_FILE),
+        str(proto_file),
     ]
     status = protoc.main(args)
     if status != 0:
@@ -50,9 +58,10 @@ def _protoc(out_dir: Path) -> None:
 
 
 def generate() -> int:
-    _protoc(PROTO_DIR)
-    for name in GENERATED:
-        print(f"wrote {(PROTO_DIR / name).relative_to(REPO_ROOT)}")
+    for proto_dir, proto_file in SCHEMAS:
+        _protoc(proto_dir, proto_dir, proto_file)
+        for name in _generated(proto_file):
+            print(f"wrote {(proto_dir / name).relative_to(REPO_ROOT)}")
     return 0
 
 
@@ -64,18 +73,23 @@ def _gencode_version(text: str) -> str | None:
 
 
 def check() -> int:
+    return max(_check(proto_dir, proto_file) for proto_dir, proto_file in SCHEMAS)
+
+
+def _check(proto_dir: Path, proto_file: Path) -> int:
+    generated = _generated(proto_file)
     stale = []
     fresh_version = committed_version = None
     with tempfile.TemporaryDirectory(prefix="convnet-gen-proto-") as tmp:
         tmp_dir = Path(tmp)
-        _protoc(tmp_dir)
-        fresh_version = _gencode_version((tmp_dir / "caffe_pb2.py").read_text(encoding="utf-8"))
-        committed_py = PROTO_DIR / "caffe_pb2.py"
+        _protoc(tmp_dir, proto_dir, proto_file)
+        fresh_version = _gencode_version((tmp_dir / generated[0]).read_text(encoding="utf-8"))
+        committed_py = proto_dir / generated[0]
         if committed_py.exists():
             committed_version = _gencode_version(committed_py.read_text(encoding="utf-8"))
-        for name in GENERATED:
+        for name in generated:
             fresh = (tmp_dir / name).read_text(encoding="utf-8")
-            committed_path = PROTO_DIR / name
+            committed_path = proto_dir / name
             if not committed_path.exists():
                 stale.append((name, "missing", ""))
                 continue
@@ -94,8 +108,8 @@ def check() -> int:
     if stale:
         for name, why, diff in stale:
             print(
-                f"gen_proto --check: convnet_io/caffe/proto/{name} {why} from what "
-                f"caffe.proto generates.",
+                f"gen_proto --check: {(proto_dir / name).relative_to(REPO_ROOT)} {why} from what "
+                f"{proto_file.name} generates.",
                 file=sys.stderr,
             )
             if diff:
@@ -123,7 +137,7 @@ def check() -> int:
             file=sys.stderr,
         )
         return 1
-    print("gen_proto --check: generated files are up to date")
+    print(f"gen_proto --check: the files generated from {proto_file.name} are up to date")
     return 0
 
 
