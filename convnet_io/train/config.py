@@ -39,6 +39,7 @@ class TrainOptions:
     pca_lighting: bool = False  # the AlexNet paper's colour augmentation (not Caffe's), TRAIN only
     progress: bool = False
     quiet: bool = False
+    solver_type: str | None = None  # overrides the file's type (pycaffe's SGDSolver(...) and friends)
 
 
 def read_solver(path: str | Path) -> caffe_pb2.SolverParameter:
@@ -67,6 +68,9 @@ def apply_overrides(param: caffe_pb2.SolverParameter, opts: TrainOptions) -> Non
         param.snapshot = opts.snapshot_every
     if opts.seed is not None:
         param.random_seed = opts.seed
+    if opts.solver_type is not None:
+        param.ClearField("solver_type")
+        param.type = opts.solver_type
     if not param.HasField("max_iter"):
         raise ConvnetError(f"{opts.solver}: max_iter is not set (give --max-iter)")
     if not param.HasField("base_lr"):

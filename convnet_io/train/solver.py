@@ -232,6 +232,7 @@ class CaffeSolver:
         self._np = _NP_DTYPES[self.dtype]
         self.iteration = 0
         self.current_step = 0
+        self.clear_diffs_after_update = True
         per_blob = 2 if self.type in ("Adam", "AdaDelta") else 1
         self._history = [torch.zeros_like(b.tensor, memory_format=torch.contiguous_format)
                          for _ in range(per_blob) for b in self.blobs]
@@ -340,9 +341,12 @@ class CaffeSolver:
                 self._compute_update(i, g, local_rate)
             for blob, g in zip(self.blobs, grads):
                 blob.tensor.sub_(g)
-            for blob in self.blobs:
-                if blob.tensor.grad is not None:
-                    blob.tensor.grad.zero_()
+            # pycaffe clears the diffs when the next step starts instead, so that a script sees
+            # the update in them afterwards, as in Caffe.
+            if self.clear_diffs_after_update:
+                for blob in self.blobs:
+                    if blob.tensor.grad is not None:
+                        blob.tensor.grad.zero_()
         self.iteration += 1
         return rate
 

@@ -77,6 +77,11 @@ class Trainer:
         self.prefix = self.param.snapshot_prefix or str(Path(opts.solver).with_suffix(""))
         self.metrics = MetricsLog(opts.log_json if self.root else None)
         self.stop_requested = False
+        # Hooks for pycaffe's solvers, which drive this loop from a script: the TRAIN batches to
+        # use, extra values each step keeps, and a callback that sees each step's feeds and values.
+        self.train_feeds = None
+        self.watch_values: list[str] = []
+        self.on_forward = None
         self.items_per_batch = self.train_graph.shapes[self.train_graph.inputs[0]][0] if self.train_graph.inputs else 1
         if opts.resume:
             self._resume(opts.resume)
@@ -157,11 +162,13 @@ class Trainer:
         iter_size = max(self.param.iter_size, 1)
         outputs_sum: dict[str, float] = {}
         loss_sum = 0.0
-        wanted = list(dict.fromkeys([t for t, _ in self.loss_tops] + self.train_graph.outputs))
+        wanted = list(dict.fromkeys([t for t, _ in self.loss_tops] + self.train_graph.outputs + self.watch_values))
         for sub in range(iter_size):
             torch.manual_seed(self.seed * 1_000_003 + (self.solver.iteration * iter_size + sub) * 7919 + self.rank)
             feeds = self._to_device(next(feeds_iter))
             out = self.module.run(feeds, wanted)
+            if self.on_forward is not None:
+                self.on_forward(feeds, out)
             loss = sum(w * out[t].sum() for t, w in self.loss_tops)
             loss.backward()
             loss_sum += float(loss.detach())
@@ -242,7 +249,8 @@ class Trainer:
                 f"{'es' if self.world_size > 1 else ''}), solver {p.type or 'SGD'}, "
                 f"{len(self.solver.blobs)} learnable blobs")
         iter_size = max(p.iter_size, 1)
-        feeds_iter = iter(self._feeder(self.train_graph, "TRAIN", start_batch=self.solver.iteration * iter_size))
+        feeds_iter = self.train_feeds if self.train_feeds is not None else \
+            iter(self._feeder(self.train_graph, "TRAIN", start_batch=self.solver.iteration * iter_size))
         losses: deque[float] = deque(maxlen=max(p.average_loss, 1))
         last_test: dict[str, float] = {}
         t_display, n_display = time.perf_counter(), 0
