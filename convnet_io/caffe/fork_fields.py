@@ -1,0 +1,90 @@
+"""What the Caffe forks added to caffe.proto, and where their field numbers clash.
+
+caffe.proto holds one superset schema: BVLC's messages plus the forks'. A
+field keeps its fork's number unless two sources gave that number to different
+things; then BVLC wins over a fork, the SSD fork over OpenCV's copy, and the
+loser lives at 20000 + its number (see the comments in caffe.proto). Text
+prototxt is read by name, so it is unaffected; `MOVED` says, for binary files,
+which layer type a clashing number belongs to. `KNOWN_ELSEWHERE` names `*_param`
+fields of forks whose layers convnet does not implement, so an error about one
+can say where it comes from.
+"""
+
+from __future__ import annotations
+
+# LayerParameter field -> (layer types, where it comes from) for the fork
+# fields in caffe.proto.
+FORK_PARAMS: dict[str, tuple[tuple[str, ...], str]] = {
+    "annotated_data_param": (("AnnotatedData",), "SSD (weiliu89/caffe), 200"),
+    "multibox_loss_param": (("MultiBoxLoss",), "SSD (weiliu89/caffe), 201"),
+    "permute_param": (("Permute",), "SSD (weiliu89/caffe), 202; OpenCV, 148"),
+    "prior_box_param": (("PriorBox",), "SSD (weiliu89/caffe), 203; OpenCV, 150"),
+    "detection_output_param": (
+        ("DetectionOutput",), "SSD (weiliu89/caffe), 204; OpenCV, 147"),
+    "detection_evaluate_param": (("DetectionEvaluate",), "SSD (weiliu89/caffe), 205"),
+    "norm_param": (("Normalize",), "SSD (weiliu89/caffe), 206; OpenCV, 149"),
+    "video_data_param": (("VideoData",), "SSD (weiliu89/caffe), 207"),
+    "roi_pooling_param": (("ROIPooling",), "Fast R-CNN (rbgirshick/caffe-fast-rcnn), 8266711"),
+    "psroi_pooling_param": (("PSROIPooling",), "R-FCN (daijifeng001/caffe-rfcn), 10002"),
+    "proposal_param": (("Proposal",), "OpenCV's opencv-caffe.proto, 201"),
+    "upsample_param": (
+        ("Upsample",), "SegNet (alexgkendall/caffe-segnet), 137; YOLOv3 ports, 149"),
+    "interp_param": (("Interp",), "PSPNet (hszhao/PSPNet) and DeepLab v2, 143"),
+    "shuffle_channel_param": (("ShuffleChannel",), "ShuffleNet ports, 164"),
+    "reorg_param": (("Reorg",), "YOLOv2 ports, 148 or 159 (intel/caffe)"),
+    "region_param": (("Region",), "YOLOv2 ports, 149"),
+}
+
+# (message, field) -> (number in the fork, fork, layer type owning that
+# number there): fields that could not keep their fork's number.
+MOVED: dict[tuple[str, str], tuple[int, str, str]] = {
+    ("LayerParameter", "proposal_param"): (201, "OpenCV", "Proposal"),
+    ("LayerParameter", "interp_param"): (143, "PSPNet / DeepLab v2", "Interp"),
+    ("LayerParameter", "region_param"): (149, "YOLOv2 ports", "Region"),
+    ("SolverParameter", "eval_type"): (41, "SSD", ""),
+    ("SolverParameter", "ap_version"): (42, "SSD", ""),
+    ("PoolingParameter", "ceil_mode"): (13, "BVLC PR #3057 / OpenCV", "Pooling"),
+    ("DetectionOutputParameter", "normalized_bbox"): (10, "OpenCV", "DetectionOutput"),
+}
+
+# Numbers a fork gave to a field that this schema numbers differently (the
+# number may belong to another field here, or to none): (message, number) ->
+# {layer type: field name in the fork}. A binary layer of the listed type
+# carrying that number meant the fork's field.
+CLASHES: dict[tuple[str, int], dict[str, str]] = {
+    ("LayerParameter", 137): {"Upsample": "upsample_param (SegNet)"},
+    ("LayerParameter", 143): {"Interp": "interp_param (PSPNet, DeepLab v2)"},
+    ("LayerParameter", 148): {"Reorg": "reorg_param (YOLOv2 ports)",
+                              "Permute": "permute_param (OpenCV)"},
+    ("LayerParameter", 147): {"DetectionOutput": "detection_output_param (OpenCV)"},
+    ("LayerParameter", 149): {"Region": "region_param (YOLOv2 ports)",
+                              "Normalize": "norm_param (OpenCV)"},
+    ("LayerParameter", 150): {"PriorBox": "prior_box_param (OpenCV)"},
+    ("LayerParameter", 201): {"Proposal": "proposal_param (OpenCV)"},
+}
+
+# *_param fields of forks whose messages are not in caffe.proto.
+KNOWN_ELSEWHERE: dict[str, str] = {
+    "bn_param": "the BN layer of SegNet (caffe-segnet, 45) and PSPNet/DeepLab (152), "
+                "two different BNParameter messages",
+    "dense_image_data_param": "SegNet's DenseImageData layer (caffe-segnet, 138)",
+    "seg_accuracy_param": "DeepLab v2's SegAccuracy layer (144)",
+    "dense_crf_param": "DeepLab v2's DenseCRF layer (146)",
+    "smooth_l1_loss_param": "Faster R-CNN's SmoothL1Loss layer (caffe-fast-rcnn)",
+    "region_loss_param": "the YOLOv2 ports' RegionLoss layer",
+    "yolo_detection_output_param": "MobileNet-YOLO's YoloDetectionOutput layer (601)",
+    "yolov3_detection_output_param": "MobileNet-YOLO's Yolov3DetectionOutput layer (602)",
+    "yolov3_param": "the YOLOv3 ports' Yolov3 loss layer (603)",
+    "detection_loss_param": "the YOLOv1 ports' DetectionLoss layer",
+    "eval_detection_param": "the YOLOv1 ports' EvalDetection layer",
+    "box_annotator_ohem_param": "R-FCN's BoxAnnotatorOHEM layer (caffe-rfcn)",
+    "relu6_param": "ReLU6 forks; BVLC's Clip layer (clip_param) computes the same",
+    "mish_param": "the YOLOv4 ports' Mish layer",
+}
+
+
+def where_defined(field: str) -> str | None:
+    """Which forks define a LayerParameter field, in words; None if none known."""
+    if field in FORK_PARAMS:
+        return FORK_PARAMS[field][1]
+    return KNOWN_ELSEWHERE.get(field)
