@@ -179,6 +179,11 @@ class Pooling(LayerSpec):
         pad = (p.pad_h, p.pad_w) if p.HasField("pad_h") else (p.pad,) * 2
         stride = (p.stride_h, p.stride_w) if p.HasField("stride_h") else (p.stride,) * 2
         round_mode = enum_name(p, "round_mode")
+        # The forks' (and OpenCV's) spelling: ceil_mode false is FLOOR rounding.
+        if "ceil_mode" in p.DESCRIPTOR.fields_by_name and p.HasField("ceil_mode"):
+            if p.HasField("round_mode") and (round_mode == "CEIL") != bool(p.ceil_mode):
+                raise ValueError("round_mode and ceil_mode disagree")
+            round_mode = "CEIL" if p.ceil_mode else "FLOOR"
         if enum_name(p, "pool") == "STOCHASTIC" and (pad[0] or pad[1]):
             raise ValueError("padding is implemented only for MAX and AVE pooling")
         return PoolingAttrs(
@@ -210,7 +215,10 @@ class Pooling(LayerSpec):
         clip = r.pad != (0, 0)
         hw = [pooling_output_size(b[2 + i], r.kernel[i], r.stride[i], r.pad[i], r.round_mode, clip) for i in range(2)]
         top = (b[0], b[1], hw[0], hw[1])
-        # Caffe's MAX pooling has an optional second top: the argmax mask.
+        # Caffe's MAX pooling has an optional second top: the argmax mask (plane index h * W + w
+        # of each window's first maximum, as float), which SegNet's Upsample reads.
+        if num_tops > 2 or (num_tops == 2 and a.method != "MAX"):
+            raise ValueError(f"{a.method} pooling has {'1 or 2 tops' if a.method == 'MAX' else '1 top'}, got {num_tops}")
         return [top] * max(num_tops, 1)
 
     max_bottoms = 1

@@ -94,9 +94,10 @@ class Pooling(CaffeLayer):
     """Caffe pooling: output size from Caffe's rule; the input is padded (or cropped) to exactly the
     extent the windows cover, so every window, divisor and overhang matches Caffe's loops."""
 
-    def __init__(self, attrs, in_hw: tuple[int, int], out_hw: tuple[int, int]):
+    def __init__(self, attrs, in_hw: tuple[int, int], out_hw: tuple[int, int], mask: bool = False):
         super().__init__()
         self.method = attrs.method
+        self.mask = mask  # MAX only: also return Caffe's argmax mask top
         self.kernel, self.stride, self.pad = attrs.kernel, attrs.stride, attrs.pad
         self.in_hw, self.out_hw = in_hw, out_hw
         if self.method not in ("MAX", "AVE", "STOCHASTIC"):
@@ -130,6 +131,8 @@ class Pooling(CaffeLayer):
         return x
 
     def forward(self, x):
+        if self.method == "MAX" and self.mask:
+            return self._max_with_mask(x)
         if self.method == "MAX":
             return self._max(x)
         if self.method == "AVE":
@@ -159,6 +162,19 @@ class Pooling(CaffeLayer):
         x = torch.nan_to_num(x, nan=low, neginf=low, posinf=float("inf"))
         return F.max_pool2d(self._padded(x, low), self.kernel, self.stride)
 
+    def _max_with_mask(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The max and Caffe's mask: the first maximum's plane index ``h * W + w`` in the unpadded
+        input (PoolingLayer::Forward_cpu compares with ``>``, so the first one in row-major order
+        wins, as in max_pool2d's indices), as a float blob."""
+        low = torch.finfo(x.dtype).min
+        x = torch.nan_to_num(x, nan=low, neginf=low, posinf=float("inf"))
+        xp = self._padded(x, low)
+        out, index = F.max_pool2d(xp, self.kernel, self.stride, return_indices=True)
+        width = xp.shape[3]
+        h = torch.div(index, width, rounding_mode="floor") - self.pad[0]
+        w = index - torch.div(index, width, rounding_mode="floor") * width - self.pad[1]
+        return out, (h * self.in_hw[1] + w).to(x.dtype)
+
     def extra_repr(self):
         return (f"{self.method}, kernel_size={self.kernel}, stride={self.stride}, padding={self.pad}, "
                 f"input={self.in_hw}, output={self.out_hw}")
@@ -169,9 +185,7 @@ def convert_pooling(node: Node, graph: Graph) -> nn.Module:
     bottom = graph.shapes[node.bottoms[0]]
     top = graph.shapes[node.tops[0]]
     attrs = PoolingSpec.resolved(node.attrs, bottom)
-    if len(node.tops) > 1:
-        raise ValueError("the MAX pooling mask top is not supported")
-    return Pooling(attrs, (bottom[2], bottom[3]), (top[2], top[3]))
+    return Pooling(attrs, (bottom[2], bottom[3]), (top[2], top[3]), mask=len(node.tops) > 1)
 
 
 class LRN(CaffeLayer):
