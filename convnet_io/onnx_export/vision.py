@@ -48,7 +48,7 @@ def export_pooling(ctx, node):
     bottom, top = node.bottoms[0], node.tops[0]
     (n, c, h, w), (_, _, oh, ow) = ctx.shape(bottom), ctx.shape(top)
     a = PoolingSpec.resolved(node.attrs, ctx.shape(bottom))
-    if a.global_pooling and a.method in ("MAX", "AVE"):
+    if a.global_pooling and a.method in ("MAX", "AVE") and len(node.tops) == 1:
         ctx.add("GlobalMaxPool" if a.method == "MAX" else "GlobalAveragePool", [bottom], [top], name=node.name)
         return
     if a.method not in ("MAX", "AVE"):
@@ -72,6 +72,9 @@ def export_pooling(ctx, node):
                             ctx.constant(f"{node.name}_pad_value", value)], name=f"{node.name}/pad", mode="constant")
         pads = [0, 0, 0, 0]
     kw = dict(kernel_shape=list(a.kernel), strides=list(a.stride), pads=pads)
+    if a.method == "MAX" and len(node.tops) > 1:
+        _max_with_mask(ctx, node, x, kw, (h, w), (oh, ow), a)
+        return
     if a.method == "MAX":
         ctx.add("MaxPool", [x], [top], name=node.name, **kw)
         return
@@ -84,6 +87,30 @@ def export_pooling(ctx, node):
     avg = ctx.add("AveragePool", [x], name=node.name, count_include_pad=1, **kw)
     ctx.add("Mul", [avg, ctx.constant(f"{node.name}_divisor", correction[None, None])], [top],
             name=f"{node.name}/divisor")
+
+
+def _max_with_mask(ctx, node, x, kw, in_hw, out_hw, a):
+    """MaxPool and Caffe's mask top: MaxPool's Indices count over the whole tensor it read
+    (cropped to the windows, or padded explicitly), turned back into the plane index ``h * W + w``
+    of the input, as float."""
+    (h, w), (oh, ow) = in_hw, out_hw
+    extra = [(oh - 1) * a.stride[i] + a.kernel[i] - (h, w)[i] - a.pad[i] for i in range(2)]
+    xh, xw = h + min(extra[0], 0), w + min(extra[1], 0)
+    explicit = (0, 0)
+    if ctx.nodes and ctx.nodes[-1].op_type == "Pad" and ctx.nodes[-1].output[0] == x:
+        explicit = a.pad
+        xh, xw = xh + a.pad[0] + max(extra[0], 0), xw + a.pad[1] + max(extra[1], 0)
+    index = ctx.fresh(f"{node.name}_indices")
+    ctx.add("MaxPool", [x], [node.tops[0], index], name=node.name, **kw)
+    plane = ctx.add("Mod", [index, ctx.ints(f"{node.name}_plane", [xh * xw])], name=f"{node.name}/plane")
+    width = ctx.ints(f"{node.name}_width", [xw])
+    row = ctx.add("Sub", [ctx.add("Div", [plane, width], name=f"{node.name}/row"),
+                          ctx.ints(f"{node.name}_pad_h", [explicit[0]])], name=f"{node.name}/row_unpadded")
+    col = ctx.add("Sub", [ctx.add("Mod", [plane, width], name=f"{node.name}/col"),
+                          ctx.ints(f"{node.name}_pad_w", [explicit[1]])], name=f"{node.name}/col_unpadded")
+    offset = ctx.add("Mul", [row, ctx.ints(f"{node.name}_in_width", [w])], name=f"{node.name}/row_offset")
+    flat = ctx.add("Add", [offset, col], name=f"{node.name}/mask_index")
+    ctx.add("Cast", [flat], [node.tops[1]], name=f"{node.name}/mask", to=1)  # FLOAT
 
 
 def _ave_correction(a, in_hw, out_hw) -> np.ndarray:
