@@ -28,8 +28,13 @@ def seeded_inputs(graph, batch: int, seed: int) -> dict[str, np.ndarray]:
 
     rng = np.random.default_rng(seed)
     feeds = {}
-    for v in inference_view(graph).read_inputs:
-        shape = (batch, *graph.shapes[v][1:])
+    view = inference_view(graph)
+    # As the export: only inputs whose first axis is the net's batch vary with it (a recurrent
+    # net's x_static has N rows while its x and cont start with T).
+    first = next((view.shapes[v][0] for v in view.read_inputs if len(view.shapes[v]) >= 2), None)
+    for v in view.read_inputs:
+        dims = graph.shapes[v]
+        shape = (batch, *dims[1:]) if len(dims) < 2 or dims[0] == first else tuple(dims)
         scale = 50.0 if len(shape) == 4 else 1.0
         feeds[v] = (rng.standard_normal(shape) * scale).astype(np.float32)
     return feeds

@@ -6,7 +6,7 @@ by family in the modules below, with its shape rule next to its attributes as in
 """
 from __future__ import annotations
 
-from convnet_io.graph.layers import activation, data, loss, normalization, shape_ops, vision  # noqa: F401  (registration)
+from convnet_io.graph.layers import activation, data, loss, normalization, recurrent, shape_ops, vision  # noqa: F401  (registration)
 from convnet_io.graph.layers import mobile, segmentation, two_stage, yolo  # noqa: F401  (fork layers)
 from convnet_io.graph.layers.registry import LayerSpec, get_spec, is_source_type, register, supported_types
 
