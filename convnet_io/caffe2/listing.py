@@ -98,8 +98,8 @@ class _Translator:
                 raise op.error(f"takes at most {conv.max_outputs} output(s), got {len(op.outputs)}",
                                op.output_cols[conv.max_outputs])
             params = conv.params(op, self.init)
-            if params:
-                self.weighted[id(op)] = self.unique(_layer_name_of(op.inputs[params[0]]))
+            if params:  # a NetDef op's own name wins: it is the Caffe layer's when convnet wrote it
+                self.weighted[id(op)] = self.unique(getattr(op, "name", "") or _layer_name_of(op.inputs[params[0]]))
             for i in params:
                 counts[op.inputs[i]] = counts.get(op.inputs[i], 0) + 1
             for i, blob in enumerate(op.inputs):
@@ -151,7 +151,7 @@ class _Translator:
         """A new Caffe layer writing the op's first output (later outputs are dropped)."""
         top = op.outputs[0]
         if name is None:
-            name = self.unique(top, op.type.lower())
+            name = self.unique(getattr(op, "name", "") or top, op.type.lower())
         layer = caffe_pb2.LayerParameter(name=name, type=caffe_type, bottom=bottoms, top=[top])
         self.layers.append(layer)
         self.layer_ops[name] = op
@@ -195,7 +195,11 @@ class _Translation:
 
 
 def _translate(text: str, path: str) -> _Translation:
-    listing = _read(text, path)
+    return translate_ops(_read(text, path), path)
+
+
+def translate_ops(listing: _Listing, path: str) -> _Translation:
+    """Ops (fills and predict ops, from a listing or a NetDef) translated into Caffe layers."""
     t = _Translator(listing, path)
     net = t.run(listing.name, listing.inputs)
     param_map: dict[str, tuple[str, int]] = {}
@@ -246,7 +250,12 @@ def listing_to_graph(text: str, path: str = "<string>",
 
     ``input_shapes``: None (use the listing's ``input:`` lines), one shape for the (first) external
     input, or a dict blob -> shape."""
-    tr = _translate(text, path)
+    return translation_to_graph(_translate(text, path), path, input_shapes)
+
+
+def translation_to_graph(tr: _Translation, path: str,
+                         input_shapes: dict[str, Shape] | Shape | None = None) -> Graph:
+    """The Graph of translated ops, built and checked as a prototxt is."""
     shapes = _input_shapes(tr, input_shapes, path)
     net = caffe_pb2.NetParameter()
     net.CopyFrom(tr.net)

@@ -1,0 +1,292 @@
+"""Caffe2 nets as stored: a ``predict_net.pb`` (or ``.pbtxt``) NetDef of operators and an
+``init_net.pb`` NetDef of fill ops holding the weights, optionally with the model zoo's
+``value_info.json`` (input name -> [data type, shape]).
+
+The predict ops become the same ``Op`` objects the op listing gives, so one translator
+(``listing.translate_ops``, ``operators``) serves both; the init net's fills give the parameter
+shapes and fillers, and ``GivenTensorFill`` values become the Net's weights. Translated models
+end their init net with a fill of the input blob itself: it is skipped and gives no shape.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convnet_io.caffe2.fills import _FILLERS
+from convnet_io.caffe2.listing import _Translation, translate_ops, translation_to_graph
+from convnet_io.caffe2.listing_text import _Listing
+from convnet_io.caffe2.op import Arg, Op
+from convnet_io.caffe2.prepass import rewrite_for_caffe
+from convnet_io.caffe2.proto import caffe2_pb2
+from convnet_io.caffe2.wire import read_netdef_with_arrays
+from convnet_io.errors import ConvnetError
+from convnet_io.graph import Graph, Shape
+
+PREDICT_NAMES = ("predict_net.pb", "predict_net.pbtxt")
+INIT_NAMES = ("init_net.pb", "init_net.pbtxt")
+VALUE_INFO = "value_info.json"
+# Fills of integer tensors: never Caffe parameters, but a Reshape may read its shape from one.
+_INT_FILLS = {"GivenTensorIntFill": "ints", "GivenTensorInt64Fill": "ints", "GivenTensorBoolFill": "ints"}
+
+
+class Caffe2Net(str):
+    """A predict net path that also carries its init net (and value_info.json) paths, so that a
+    NetDef pair travels wherever a net path does."""
+
+    init: str | None
+    value_info: str | None
+
+    def __new__(cls, predict: str | Path, init: str | Path | None = None, value_info: str | Path | None = None):
+        obj = super().__new__(cls, str(predict))
+        obj.init = str(init) if init is not None else None
+        obj.value_info = str(value_info) if value_info is not None else None
+        return obj
+
+
+@dataclass
+class NetDefOp(Op):
+    """An operator of a NetDef: errors name its position in the net (there are no lines)."""
+
+    name: str = ""
+    index: int = 0
+    count: int = 0
+
+    def error(self, message: str, col: int | None = None) -> ConvnetError:
+        label = f"{self.type} '{self.name}'" if self.name else self.type
+        return ConvnetError(f"{self.path}: op {self.index} of {self.count} ({label}): {message}")
+
+
+# ------------------------------------------------------------------------------------------------
+# Files
+# ------------------------------------------------------------------------------------------------
+
+
+def _is_netdef_name(p: Path) -> bool:
+    return "predict_net" in p.name or "init_net" in p.name
+
+
+def is_netdef(path: str | Path) -> bool:
+    """A Caffe2Net, a folder holding predict_net.pb[txt], a file named like one, or a .pbtxt
+    holding ``op {`` blocks (a text NetDef) rather than ``layer {`` ones."""
+    if isinstance(path, Caffe2Net):
+        return True
+    p = Path(path)
+    if p.is_dir():
+        return any((p / n).exists() for n in PREDICT_NAMES)
+    if p.suffix in (".pb", ".pbtxt") and _is_netdef_name(p):
+        return True
+    if p.suffix == ".pbtxt" and p.is_file():
+        head = p.read_text(encoding="utf-8", errors="replace")[:65536]
+        return "op {" in head and "layer {" not in head and "layers {" not in head
+    return False
+
+
+def resolve(path: str | Path) -> Caffe2Net:
+    """The predict net, init net and value_info.json of a folder, a predict net path or a Caffe2Net."""
+    if isinstance(path, Caffe2Net) and path.init is not None:
+        return path
+    p = Path(path)
+    if p.is_dir():
+        predict = next((p / n for n in PREDICT_NAMES if (p / n).exists()), None)
+        if predict is None:
+            raise ConvnetError(f"{p}: no {' or '.join(PREDICT_NAMES)} in this folder")
+        folder = p
+    else:
+        predict, folder = p, p.parent
+    init = None
+    if "predict_net" in predict.name:
+        for suffix in (".pb", ".pbtxt"):
+            cand = predict.with_name(predict.name.replace("predict_net", "init_net")).with_suffix(suffix)
+            if cand.exists():
+                init = cand
+                break
+    if init is None:
+        init = next((folder / n for n in INIT_NAMES if (folder / n).exists()), None)
+    vi = getattr(path, "value_info", None) or (folder / VALUE_INFO if (folder / VALUE_INFO).exists() else None)
+    return Caffe2Net(predict, init, vi)
+
+
+def read_netdef(path: str | Path) -> tuple[caffe2_pb2.NetDef, dict[int, dict[str, np.ndarray]]]:
+    """A NetDef from binary or text, with the large float arguments of binary ones apart."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ConvnetError(f"{path}: cannot read: {e.strerror or e}") from None
+    if p.suffix == ".pbtxt" or _looks_like_text(data):
+        from google.protobuf import text_format
+
+        net = caffe2_pb2.NetDef()
+        try:
+            text_format.Parse(data.decode("utf-8"), net)
+        except (text_format.ParseError, UnicodeDecodeError) as e:
+            raise ConvnetError(f"{path}: not a text Caffe2 NetDef: {e}") from None
+        return net, {}
+    return read_netdef_with_arrays(data, str(path))
+
+
+def _looks_like_text(data: bytes) -> bool:
+    head = data[:256].lstrip()
+    return head.startswith((b"name:", b"op {", b"op{", b"external_input", b"#", b"type:"))
+
+
+def read_value_info(path: str | Path) -> dict[str, Shape]:
+    """value_info.json: ``{"data": [1, [1, 3, 224, 224]]}`` (data type, shape) per input."""
+    try:
+        info = json.loads(Path(path).read_text(encoding="utf-8"))
+        return {name: tuple(int(d) for d in v[1]) for name, v in info.items()}
+    except (OSError, ValueError, TypeError, IndexError, KeyError) as e:
+        raise ConvnetError(f"{path}: not a value_info.json ({{\"input\": [type, [N, C, H, W]]}}): {e}") from None
+
+
+# ------------------------------------------------------------------------------------------------
+# NetDef -> Ops
+# ------------------------------------------------------------------------------------------------
+
+
+def _arg_value(a: caffe2_pb2.Argument) -> Any:
+    if a.HasField("f"):
+        return float(a.f)
+    if a.HasField("i"):
+        return int(a.i)
+    if a.HasField("s"):
+        return a.s.decode("utf-8", errors="replace")
+    if len(a.floats):
+        return [float(v) for v in a.floats]
+    if len(a.ints):
+        return [int(v) for v in a.ints]
+    if len(a.strings):
+        return [s.decode("utf-8", errors="replace") for s in a.strings]
+    if a.HasField("t") or len(a.tensors) or a.HasField("n") or len(a.nets) or len(a.qtensors):
+        return None  # tensors and nets as arguments: no converter takes them; check_args names them
+    return []
+
+
+def netdef_ops(net: caffe2_pb2.NetDef, path: str) -> list[NetDefOp]:
+    """Every OperatorDef as an Op (index 1-based, for messages)."""
+    ops = []
+    for i, od in enumerate(net.op, 1):
+        op = NetDefOp(od.type, list(od.input), list(od.output), {}, path, i, 1,
+                      [0] * len(od.input), [0] * len(od.output), name=od.name, index=i, count=len(net.op))
+        for a in od.arg:
+            if a.name in op.args:
+                raise op.error(f"argument '{a.name}' is given twice")
+            value = _arg_value(a)
+            if value is None:
+                raise op.error(f"argument '{a.name}' holds a tensor or a net, which convnet does not take")
+            op.args[a.name] = Arg(a.name, value, str(value), 0)
+        if not op.outputs:
+            raise op.error("an op needs at least one output")
+        ops.append(op)
+    return ops
+
+
+@dataclass
+class InitNet:
+    fills: list[Op] = field(default_factory=list)  # fill ops as the translator takes them
+    values: dict[str, np.ndarray] = field(default_factory=dict)  # GivenTensorFill blob -> values
+    ints: dict[str, np.ndarray] = field(default_factory=dict)  # integer fills
+    skipped: list[str] = field(default_factory=list)
+
+
+def _read_init(path: str, predict: list[NetDefOp], inputs: set[str]) -> InitNet:
+    net, arrays = read_netdef(path)
+    ops = netdef_ops(net, path)
+    out = InitNet()
+    for op in ops:
+        blob = op.outputs[0] if op.outputs else ""
+        if blob in inputs:  # the translator's fill of the input blob: not a parameter
+            out.skipped.append(blob)
+            continue
+        if op.type in _INT_FILLS:
+            values = op.args.get("values")
+            out.ints[blob] = np.asarray(values.value if values else [], dtype=np.int64)
+            continue
+        if op.type not in _FILLERS:
+            raise op.error(f"not a fill op: an init net may hold {', '.join(sorted([*_FILLERS, *_INT_FILLS]))}")
+        if op.type == "GivenTensorFill":
+            big = arrays.get(op.index - 1, {}).get("values")
+            small = op.args.pop("values", None)
+            values = big if big is not None else np.asarray(small.value if small else [], dtype=np.float32)
+            shape = op.get_ints("shape")
+            if shape is None:
+                raise op.error(f"'{blob}' needs a shape argument")
+            count = int(np.prod(shape)) if shape else 1
+            if values.size != count:
+                raise op.error(f"{values.size} values for shape {shape} ({count} elements)")
+            out.values[blob] = values.reshape(shape)
+        out.fills.append(op)
+    return out
+
+
+def _data_inputs(predict: list[NetDefOp], given: set[str]) -> set[str]:
+    """Blobs the predict net reads as data: the value_info names, and every blob read at input
+    0 of an op before any op writes it (parameters are never an op's first input)."""
+    written: set[str] = set()
+    out = set(given)
+    for op in predict:
+        if op.inputs and op.inputs[0] not in written:
+            out.add(op.inputs[0])
+        written.update(op.outputs)
+    return out
+
+
+@dataclass
+class NetDefTranslation:
+    translation: _Translation
+    init: InitNet
+    path: str
+
+
+def translate_netdef(net: str | Path, input_shapes: dict[str, Shape] | Shape | None = None
+                     ) -> tuple[NetDefTranslation, dict[str, Shape] | Shape | None]:
+    pair = resolve(net)
+    if pair.init is None:
+        raise ConvnetError(f"{pair}: no init net beside it (init_net.pb): pass --init init_net.pb")
+    predict_net, _ = read_netdef(pair)
+    predict = netdef_ops(predict_net, str(pair))
+    shapes: dict[str, Shape] = read_value_info(pair.value_info) if pair.value_info else {}
+    init = _read_init(pair.init, predict, _data_inputs(predict, set(shapes)))
+    fills, predict_ops = rewrite_for_caffe(init, predict)
+    name = predict_net.name or Path(str(pair)).parent.name or Path(str(pair)).stem
+    listing = _Listing([*fills, *predict_ops], {k: (v, None) for k, v in shapes.items()}, name)
+    tr = translate_ops(listing, str(pair))
+    return NetDefTranslation(tr, init, str(pair)), input_shapes
+
+
+def netdef_to_graph(net: str | Path, input_shapes: dict[str, Shape] | Shape | None = None) -> Graph:
+    """The Graph of a NetDef pair (phase TEST), as the op listing and the prototxt twin give it."""
+    return netdef_graph_and_blobs(net, input_shapes)[0]
+
+
+def netdef_graph_and_blobs(net: str | Path, input_shapes: dict[str, Shape] | Shape | None = None,
+                           seed: int = 0) -> tuple[Graph, dict[str, list[np.ndarray]]]:
+    """The Graph and its weights: the init net's values per Caffe layer, in Caffe's blob order.
+    Blobs of random fills (XavierFill, ...) are drawn from the graph's fillers; BatchNorm's scale
+    factor, which Caffe2 has no blob for, is 1."""
+    from convnet_io.graph.fillers import fill
+    from convnet_io.graph.initialize import default_filler
+
+    nt, shapes = translate_netdef(net, input_shapes)
+    graph = translation_to_graph(nt.translation, nt.path, shapes)
+    by_slot = {(u.layer, u.index): u.blob for u in nt.translation.translator.uses}
+    rng = np.random.default_rng(seed)
+    blobs: dict[str, list[np.ndarray]] = {}
+    for node in graph.nodes:
+        if not node.params:
+            continue
+        arrays = []
+        for i, spec in enumerate(node.params):
+            blob = by_slot.get((node.name, i))
+            if blob is not None and blob in nt.init.values:
+                arrays.append(nt.init.values[blob].reshape(spec.shape).astype(np.float32, copy=False))
+            elif node.type == "BatchNorm" and i == 2:
+                arrays.append(np.ones(spec.shape, dtype=np.float32))
+            else:
+                arrays.append(fill(spec.filler or default_filler(spec, i), spec.shape, rng))
+        blobs[node.name] = arrays
+    return graph, blobs
