@@ -22,6 +22,9 @@ class ExportContext:
         self.initializers: list = []
         self._names: set[str] = set(graph.shapes)
         self._node_names: set[str] = set()
+        # Output dims an exporter knows better than the graph's shape rule (a data-dependent
+        # length, e.g. DetectionOutput's rows); used as given, no batch dimension added.
+        self.output_dims: dict[str, list] = {}
 
     # -- names and constants -----------------------------------------------------------------------
     def fresh(self, base: str) -> str:

@@ -43,7 +43,8 @@ def export_onnx(graph: Graph, blobs: dict[str, list[np.ndarray]], opset: int = D
         export_node(ctx, node)
     for node in nodes:
         if not node.is_source:
-            outputs += [_value_info(t, graph.shapes[t], static_batch) for t in node.tops if t not in read]
+            outputs += [helper.make_tensor_value_info(t, FLOAT, ctx.output_dims[t]) if t in ctx.output_dims
+                        else _value_info(t, graph.shapes[t], static_batch) for t in node.tops if t not in read]
     onnx_graph = helper.make_graph(ctx.nodes, graph.name or "caffe_net", inputs, outputs, ctx.initializers)
     opsets = [helper.make_opsetid("", opset)]
     # The lowest IR version that carries this opset, so older runtimes can load the file.
