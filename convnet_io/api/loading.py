@@ -11,7 +11,14 @@ from convnet_io.graph import Graph, Shape
 
 def load_graph(path: str | Path, phase: str = "TEST", input_shapes: dict[str, Shape] | Shape | None = None,
                stages: tuple[str, ...] = (), level: int | None = None) -> Graph:
-    """Parse a prototxt, a binary NetParameter or a Caffe2 op listing into a Graph for ``phase``."""
+    """Parse a prototxt, a binary NetParameter, a Caffe2 op listing or a Caffe2 NetDef pair (a
+    folder, a predict_net.pb[txt], a ``Caffe2Net``) into a Graph for ``phase``."""
+    from convnet_io.caffe2.netdef_files import is_netdef
+
+    if is_netdef(path):
+        from convnet_io.caffe2.netdef import netdef_to_graph
+
+        return netdef_to_graph(path, input_shapes=input_shapes)
     p = Path(path)
     if p.suffix not in (".caffemodel", ".binaryproto", ".pb"):
         text = read_text(p)
@@ -22,3 +29,19 @@ def load_graph(path: str | Path, phase: str = "TEST", input_shapes: dict[str, Sh
     net, notes = read_net(p)
     return build_graph(net, phase=phase, input_shapes=input_shapes, stages=stages, level=level,
                        source_path=str(path), notices=notes)
+
+
+def load_caffe2(net: str | Path, weights: str | Path | None = None,
+                input_shapes: dict[str, Shape] | Shape | None = None, seed: int = 0) -> tuple[Graph, dict] | None:
+    """A Caffe2 NetDef pair's graph and its init net's weights (layer -> arrays); None when NET is
+    no NetDef, or when ``weights`` is a .caffemodel to load instead. ``weights`` may name the
+    init net (``--init``)."""
+    from convnet_io.caffe2.netdef_files import Caffe2Net, is_netdef
+
+    if not is_netdef(net) or (weights is not None and str(weights).endswith(".caffemodel")):
+        return None
+    from convnet_io.caffe2.netdef import netdef_graph_and_blobs
+
+    if weights is not None:
+        net = Caffe2Net(net, weights, getattr(net, "value_info", None))
+    return netdef_graph_and_blobs(net, input_shapes, seed=seed)

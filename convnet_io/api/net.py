@@ -234,12 +234,16 @@ def load(net: str | Path, weights: str | Path | None = None, phase: str = "TEST"
     Without weights, blobs are filled from the net's fillers (seeded), as ``convnet init`` does.
     ``backend`` is what ``forward`` runs on (see ``Net``).
     """
+    from convnet_io.api.loading import load_caffe2
     from convnet_io.torch_model import CaffeModule
 
-    graph = load_graph(net, phase=phase.upper(), input_shapes=input_shapes)
+    caffe2 = load_caffe2(net, weights, input_shapes, seed)  # a NetDef pair carries its weights
+    graph = caffe2[0] if caffe2 else load_graph(net, phase=phase.upper(), input_shapes=input_shapes)
     module = CaffeModule(graph)
     result = Net(graph, module, backend=backend)
-    if weights is None:
+    if caffe2:
+        result.set_blobs(caffe2[1])
+    elif weights is None:
         from convnet_io.graph.initialize import initial_blobs
 
         result.set_blobs(initial_blobs(graph, seed))

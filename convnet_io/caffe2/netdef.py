@@ -19,6 +19,7 @@ import numpy as np
 from convnet_io.caffe2.fills import _FILLERS
 from convnet_io.caffe2.listing import _Translation, translate_ops, translation_to_graph
 from convnet_io.caffe2.listing_text import _Listing
+from convnet_io.caffe2.netdef_files import resolve
 from convnet_io.caffe2.op import Arg, Op
 from convnet_io.caffe2.prepass import rewrite_for_caffe
 from convnet_io.caffe2.proto import caffe2_pb2
@@ -26,25 +27,8 @@ from convnet_io.caffe2.wire import read_netdef_with_arrays
 from convnet_io.errors import ConvnetError
 from convnet_io.graph import Graph, Shape
 
-PREDICT_NAMES = ("predict_net.pb", "predict_net.pbtxt")
-INIT_NAMES = ("init_net.pb", "init_net.pbtxt")
-VALUE_INFO = "value_info.json"
 # Fills of integer tensors: never Caffe parameters, but a Reshape may read its shape from one.
 _INT_FILLS = {"GivenTensorIntFill": "ints", "GivenTensorInt64Fill": "ints", "GivenTensorBoolFill": "ints"}
-
-
-class Caffe2Net(str):
-    """A predict net path that also carries its init net (and value_info.json) paths, so that a
-    NetDef pair travels wherever a net path does."""
-
-    init: str | None
-    value_info: str | None
-
-    def __new__(cls, predict: str | Path, init: str | Path | None = None, value_info: str | Path | None = None):
-        obj = super().__new__(cls, str(predict))
-        obj.init = str(init) if init is not None else None
-        obj.value_info = str(value_info) if value_info is not None else None
-        return obj
 
 
 @dataclass
@@ -58,56 +42,6 @@ class NetDefOp(Op):
     def error(self, message: str, col: int | None = None) -> ConvnetError:
         label = f"{self.type} '{self.name}'" if self.name else self.type
         return ConvnetError(f"{self.path}: op {self.index} of {self.count} ({label}): {message}")
-
-
-# ------------------------------------------------------------------------------------------------
-# Files
-# ------------------------------------------------------------------------------------------------
-
-
-def _is_netdef_name(p: Path) -> bool:
-    return "predict_net" in p.name or "init_net" in p.name
-
-
-def is_netdef(path: str | Path) -> bool:
-    """A Caffe2Net, a folder holding predict_net.pb[txt], a file named like one, or a .pbtxt
-    holding ``op {`` blocks (a text NetDef) rather than ``layer {`` ones."""
-    if isinstance(path, Caffe2Net):
-        return True
-    p = Path(path)
-    if p.is_dir():
-        return any((p / n).exists() for n in PREDICT_NAMES)
-    if p.suffix in (".pb", ".pbtxt") and _is_netdef_name(p):
-        return True
-    if p.suffix == ".pbtxt" and p.is_file():
-        head = p.read_text(encoding="utf-8", errors="replace")[:65536]
-        return "op {" in head and "layer {" not in head and "layers {" not in head
-    return False
-
-
-def resolve(path: str | Path) -> Caffe2Net:
-    """The predict net, init net and value_info.json of a folder, a predict net path or a Caffe2Net."""
-    if isinstance(path, Caffe2Net) and path.init is not None:
-        return path
-    p = Path(path)
-    if p.is_dir():
-        predict = next((p / n for n in PREDICT_NAMES if (p / n).exists()), None)
-        if predict is None:
-            raise ConvnetError(f"{p}: no {' or '.join(PREDICT_NAMES)} in this folder")
-        folder = p
-    else:
-        predict, folder = p, p.parent
-    init = None
-    if "predict_net" in predict.name:
-        for suffix in (".pb", ".pbtxt"):
-            cand = predict.with_name(predict.name.replace("predict_net", "init_net")).with_suffix(suffix)
-            if cand.exists():
-                init = cand
-                break
-    if init is None:
-        init = next((folder / n for n in INIT_NAMES if (folder / n).exists()), None)
-    vi = getattr(path, "value_info", None) or (folder / VALUE_INFO if (folder / VALUE_INFO).exists() else None)
-    return Caffe2Net(predict, init, vi)
 
 
 def read_netdef(path: str | Path) -> tuple[caffe2_pb2.NetDef, dict[int, dict[str, np.ndarray]]]:
