@@ -6,8 +6,6 @@ import json
 import click
 from convnet_cli.options import handle_errors, input_shape_option, parse_input_shapes, phase_option, print_notices
 
-from convnet_io import load_graph
-from convnet_io.tools.build import format_table, summarize
 
 
 @click.command("build")
@@ -21,6 +19,9 @@ from convnet_io.tools.build import format_table, summarize
 @handle_errors
 def build(net, phase, input_shape, stages, level, weights, as_json):
     """Parse NET (prototxt or Caffe2 listing), infer shapes, print one row per layer and totals."""
+    from convnet_io import load_graph  # here, not at import: `convnet --help` reads no net
+    from convnet_io.tools.build import format_table, summarize
+
     graph = load_graph(net, phase=phase.upper(), input_shapes=parse_input_shapes(input_shape),
                        stages=tuple(stages), level=level)
     print_notices(graph.notices)

@@ -28,39 +28,31 @@ def export(net, weights, onnx_path, opset, static_batch, no_check, torchscript, 
     """Export NET (with its weights) to ONNX and other formats. The ONNX file passes onnx.checker and
     shape inference, then runs in ONNX Runtime at batch 1 and 7 against the PyTorch model; exit 1
     when the worst relative error is over --rtol."""
-    from convnet_io.api import load
-    from convnet_io.tools.export import (
-        DEFAULT_OPSET,
-        check_onnx,
-        export_onnx,
-        save_exported_program,
-        save_onnx,
-        save_safetensors,
-        save_torchscript,
-        validate_onnx,
-    )
+    # torch is imported only where a torch output or the ONNX Runtime check needs it
+    from convnet_io.tools.convert import convert_to_onnx
 
     if not any((onnx_path, torchscript, pt2, safetensors)):
         raise click.UsageError("name at least one output: --onnx, --torchscript, --pt2 or --safetensors")
-    net_obj = load(net, weights=weights, input_shapes=parse_input_shapes(input_shape))
-    print_notices(net_obj.graph.notices)
     result: dict = {"net": net, "outputs": {}}
     exit_code = 0
     if onnx_path:
-        model = export_onnx(net_obj.graph, net_obj.blobs(), opset=opset or DEFAULT_OPSET, static_batch=static_batch)
-        check_onnx(model)
-        save_onnx(model, onnx_path)
-        info = {"path": onnx_path, "opset": opset or DEFAULT_OPSET, "checker": "passed",
-                "nodes": len(model.graph.node)}
-        if not no_check:
-            batches = (1,) if static_batch else (1, 7)
-            if static_batch:
-                batches = (net_obj.graph.shapes[net_obj.graph.inputs[0]][0],)
-            v = validate_onnx(net_obj, model, batches=batches, rtol=rtol, device=device)
-            info.update(provider=v.provider, batches=v.batches, worst_rel=v.worst_rel, ok=v.ok)
-            if not v.ok:
+        c = convert_to_onnx(net, onnx_path, weights=weights, opset=opset, static_batch=static_batch,
+                            input_shapes=parse_input_shapes(input_shape), check=not no_check, rtol=rtol,
+                            device=device)
+        print_notices(c.notices)
+        info = {"path": onnx_path, "opset": c.opset, "checker": "passed", "nodes": c.nodes}
+        if c.check is not None:
+            info.update({k: c.check[k] for k in ("provider", "batches", "worst_rel", "ok")})
+            if not c.check["ok"]:
                 exit_code = 1
         result["outputs"]["onnx"] = info
+    if torchscript or pt2 or safetensors:
+        from convnet_io.api import load
+        from convnet_io.tools.export import save_exported_program, save_safetensors, save_torchscript
+
+        net_obj = load(net, weights=weights, input_shapes=parse_input_shapes(input_shape))
+        if not onnx_path:
+            print_notices(net_obj.graph.notices)
     if torchscript:
         save_torchscript(net_obj, torchscript)
         result["outputs"]["torchscript"] = {"path": torchscript}

@@ -31,6 +31,23 @@ def load_graph(path: str | Path, phase: str = "TEST", input_shapes: dict[str, Sh
                        source_path=str(path), notices=notes)
 
 
+def load_blobs(graph: Graph, weights: str | Path | None = None, seed: int = 0,
+               strict: bool = True) -> tuple[dict, list[str]]:
+    """The learnable blobs ``load`` gives the net, as NumPy arrays, without building the PyTorch
+    module: the .caffemodel's (layers it lacks keep their fillers' values when not ``strict``), or
+    the fillers' seeded values. Returns (layer -> arrays, warnings)."""
+    from convnet_io.graph.initialize import initial_blobs
+
+    if weights is None:
+        return initial_blobs(graph, seed), []
+    from convnet_io.caffe.weights import check_weights
+
+    report = check_weights(graph, weights, strict=strict)
+    blobs = {k: v for k, v in initial_blobs(graph, seed).items() if k in report.missing} if report.missing else {}
+    blobs.update(report.blobs)
+    return blobs, list(report.warnings)
+
+
 def load_caffe2(net: str | Path, weights: str | Path | None = None,
                 input_shapes: dict[str, Shape] | Shape | None = None, seed: int = 0) -> tuple[Graph, dict] | None:
     """A Caffe2 NetDef pair's graph and its init net's weights (layer -> arrays); None when NET is

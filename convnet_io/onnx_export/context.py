@@ -7,6 +7,9 @@ from onnx import TensorProto, helper, numpy_helper
 from convnet_io.graph import Graph, Node
 
 BLOB_ROLES = {0: "w", 1: "b"}
+# Constants at least this large are weights worth streaming (shape constants stay inline:
+# shape inference reads their values).
+DEFER_MIN_ELEMENTS = 1024
 
 
 class ExportContext:
@@ -14,12 +17,17 @@ class ExportContext:
     are named ``<layer>_w`` / ``<layer>_b`` for Caffe blobs 0 and 1 (as Caffe2), ``<layer>_<role>``
     for derived constants."""
 
-    def __init__(self, graph: Graph, blobs: dict[str, list[np.ndarray]], opset: int):
+    def __init__(self, graph: Graph, blobs: dict[str, list[np.ndarray]], opset: int,
+                 defer_weights: bool = False):
         self.graph = graph
         self.blobs = blobs
         self.opset = opset
         self.nodes: list = []
         self.initializers: list = []
+        # With ``defer_weights`` large float32 constants are kept as (name, array) and streamed
+        # into the file by ``onnx_export.writer``: no TensorProto copy of the weights is made.
+        self.defer_weights = defer_weights
+        self.deferred: list[tuple[str, np.ndarray]] = []
         self._names: set[str] = set(graph.shapes)
         self._node_names: set[str] = set()
         # Output dims an exporter knows better than the graph's shape rule (a data-dependent
@@ -38,7 +46,11 @@ class ExportContext:
     def constant(self, base: str, array, dtype=np.float32) -> str:
         """Add an initialiser; returns its (unique) name."""
         name = self.fresh(base)
-        self.initializers.append(numpy_helper.from_array(np.asarray(array, dtype=dtype), name))
+        array = np.asarray(array, dtype=dtype)
+        if self.defer_weights and array.dtype == np.float32 and array.size >= DEFER_MIN_ELEMENTS:
+            self.deferred.append((name, np.ascontiguousarray(array)))
+        else:
+            self.initializers.append(numpy_helper.from_array(array, name))
         return name
 
     def blob(self, node: Node, index: int, array: np.ndarray | None = None, role: str | None = None) -> str:

@@ -22,11 +22,19 @@ BATCH_DIM = "N"
 def export_onnx(graph: Graph, blobs: dict[str, list[np.ndarray]], opset: int = DEFAULT_OPSET,
                 static_batch: bool = False) -> onnx.ModelProto:
     """An ONNX model computing ``graph`` with Caffe's semantics at inference (TEST) time."""
+    return build_model(graph, blobs, opset, static_batch)[0]
+
+
+def build_model(graph: Graph, blobs: dict[str, list[np.ndarray]], opset: int = DEFAULT_OPSET,
+                static_batch: bool = False, defer_weights: bool = False
+                ) -> tuple[onnx.ModelProto, list[tuple[str, np.ndarray]]]:
+    """The model and, with ``defer_weights``, the large float32 initialisers left out of it as
+    (name, array) pairs for ``onnx_export.writer`` to stream into the file."""
     max_opset = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= max_opset:
         raise ConvnetError(f"opset {opset} is not supported: choose {MIN_OPSET} to {max_opset}")
     graph = inference_view(graph)
-    ctx = ExportContext(graph, blobs, opset)
+    ctx = ExportContext(graph, blobs, opset, defer_weights=defer_weights)
     nodes = graph.nodes
     inputs, outputs = [], []
     read = {b for n in nodes for b in n.bottoms}
@@ -52,7 +60,7 @@ def export_onnx(graph: Graph, blobs: dict[str, list[np.ndarray]], opset: int = D
                               producer_version=__version__, ir_version=helper.find_min_ir_version_for(opsets))
     model.doc_string = f"Converted from Caffe net '{graph.name}' ({graph.source_path}) by convnet"
     helper.set_model_props(model, {"source": str(graph.source_path), "caffe_phase": graph.phase})
-    return model
+    return model, ctx.deferred
 
 
 def _value_info(name: str, shape, static_batch: bool):

@@ -25,9 +25,12 @@ def choose_providers(device: str = "auto") -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def make_session(model_bytes: bytes, device: str = "auto", threads: int | None = None):
-    """An InferenceSession on ``device`` (auto, cpu, cuda); ``session.get_providers()[0]`` says
-    which provider actually runs it."""
+def make_session(model_bytes: bytes | str, device: str = "auto", threads: int | None = None,
+                 prepack: bool = True):
+    """An InferenceSession on ``device`` (auto, cpu, cuda) from the model's bytes or file path;
+    ``session.get_providers()[0]`` says which provider actually runs it. ``prepack=False`` skips
+    re-laying out the weights for ORT's GEMM kernels: cheaper for a session that runs only a
+    few times (the export check)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -35,4 +38,6 @@ def make_session(model_bytes: bytes, device: str = "auto", threads: int | None =
     opts.log_severity_level = 3
     if threads:
         opts.intra_op_num_threads = threads
+    if not prepack:
+        opts.add_session_config_entry("session.disable_prepacking", "1")
     return ort.InferenceSession(model_bytes, sess_options=opts, providers=choose_providers(device))

@@ -1,0 +1,115 @@
+"""``convnet export --onnx``: a prototxt and .caffemodel to a checked ONNX file with torch kept out
+of the way.
+
+The weights go from the caffemodel reader into the file (``onnx_export.writer``); torch is imported
+only for the ONNX Runtime check, which compares the file against the PyTorch module. The check
+makes one session from the written file for every batch size and runs the module once: one pass
+over the concatenated batches (when every output keeps the batch as its first axis), split back.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class OnnxConversion:
+    path: str
+    opset: int
+    nodes: int
+    notices: list[str] = field(default_factory=list)
+    check: dict[str, Any] | None = None  # provider, batches, worst_rel, ok
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("notices")
+        if out["check"] is None:
+            out.pop("check")
+        return out
+
+
+def convert_to_onnx(net: str | Path, path: str | Path, weights: str | Path | None = None,
+                    opset: int | None = None, static_batch: bool = False, input_shapes=None,
+                    check: bool = True, rtol: float = 1e-4, device: str = "auto",
+                    seed: int = 0) -> OnnxConversion:
+    """Write NET's ONNX model to ``path``; with ``check``, validate it in ONNX Runtime against the
+    PyTorch module at batch 1 and 7 (the definition's batch with ``static_batch``)."""
+    from convnet_io.api.loading import load_blobs, load_graph
+    from convnet_io.onnx_export.exporter import DEFAULT_OPSET
+    from convnet_io.onnx_export.writer import export_to_file
+
+    graph = load_graph(net, input_shapes=input_shapes)
+    blobs, warnings = load_blobs(graph, weights, seed=seed)
+    opset = opset or DEFAULT_OPSET
+    written = export_to_file(graph, blobs, path, opset=opset, static_batch=static_batch)
+    result = OnnxConversion(str(path), opset, written.nodes, list(graph.notices) + warnings)
+    if check:
+        batches = (graph.shapes[graph.inputs[0]][0],) if static_batch else (1, 7)
+        result.check = validate_file(graph, blobs, path, batches, rtol=rtol, device=device)
+    return result
+
+
+def validate_file(graph, blobs, path: str | Path, batches=(1, 7), rtol: float = 1e-4,
+                  device: str = "auto", seed: int = 0) -> dict[str, Any]:
+    """The ONNX file in one ONNX Runtime session vs the PyTorch module, on seeded inputs."""
+    import numpy as np
+
+    from convnet_io.runtimes.compare import Tolerance, compare_blob
+    from convnet_io.runtimes.onnxruntime_session import make_session
+    from convnet_io.tools.export import seeded_inputs
+
+    session = make_session(str(path), device, prepack=False)  # runs twice: not worth re-laying out the weights
+    provider = session.get_providers()[0]
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    total = sum(batches)
+    feeds = {k: v for k, v in seeded_inputs(graph, total, seed).items() if k in inputs}
+    edges = np.cumsum((0,) + tuple(batches))
+    parts = [{k: v[a:b] for k, v in feeds.items()} for a, b in zip(edges[:-1], edges[1:])]
+    want = _reference(graph, blobs, feeds, parts, outputs, total)
+    tol = Tolerance(atol=0.0, rtol=rtol)
+    worst, per, ok = 0.0, {}, True
+    for part, ref in zip(parts, want):
+        got = dict(zip(outputs, session.run(outputs, part)))
+        for name in outputs:
+            c = compare_blob(name, got[name], ref[name], tol)
+            rel = c.max_rel if c.max_rel is not None else float("inf")
+            per[name] = max(per.get(name, 0.0), rel)
+            worst = max(worst, rel)
+            ok = ok and c.ok
+    return {"provider": provider, "batches": list(batches), "worst_rel": worst, "per_output": per, "ok": ok}
+
+
+def _at_batch(graph, batch: int):
+    """``graph`` with its data inputs at ``batch`` (re-inferred as Caffe's reshape)."""
+    from convnet_io.graph import inference_view
+    from convnet_io.graph.reshape import reshape_graph
+
+    shapes = {v: (batch, *graph.shapes[v][1:]) for v in inference_view(graph).read_inputs}
+    return reshape_graph(graph, shapes) if any(graph.shapes[k] != s for k, s in shapes.items()) else graph
+
+
+def _module_net(graph, blobs):
+    """A torch-backed Net over ``graph`` holding ``blobs``."""
+    from convnet_io.api.net import Net
+    from convnet_io.torch_model import CaffeModule
+
+    net = Net(graph, CaffeModule(graph), backend="torch")
+    net.set_blobs(blobs)
+    return net
+
+
+def _reference(graph, blobs, feeds, parts, outputs, total):
+    """The module's outputs for each part: one pass over all of them when every output keeps the
+    batch as its first axis (the parts are then independent rows), else one pass per part."""
+    sizes = [next(iter(p.values())).shape[0] if p else 1 for p in parts]
+    whole = _at_batch(graph, total)
+    if len(parts) == 1 or all(whole.shapes[v][:1] == (total,) for v in outputs):
+        out = _module_net(whole, blobs).run_values(feeds, outputs)
+        split, start = [], 0
+        for n in sizes:
+            split.append({k: v[start:start + n] for k, v in out.items()})
+            start += n
+        return split
+    return [_module_net(_at_batch(graph, n), blobs).run_values(p, outputs) for n, p in zip(sizes, parts)]
