@@ -113,6 +113,35 @@ def _max_with_mask(ctx, node, x, kw, in_hw, out_hw, a):
     ctx.add("Cast", [flat], [node.tops[1]], name=f"{node.name}/mask", to=1)  # FLOAT
 
 
+def _max_with_mask(ctx, node, x, kw, in_hw, out_hw, a):
+    """MaxPool and Caffe's mask top: MaxPool's Indices count over the tensor it read (ONNX Runtime
+    counts the ``pads`` attribute's padding in, so the padding is made explicit here, with
+    -FLT_MAX as Caffe's empty start), turned back into the plane index ``h * W + w`` of the
+    input, as float."""
+    (h, w), (oh, ow) = in_hw, out_hw
+    extra = [((oh, ow)[i] - 1) * a.stride[i] + a.kernel[i] - (h, w)[i] - a.pad[i] for i in range(2)]
+    xh, xw = h + min(extra[0], 0), w + min(extra[1], 0)
+    pads = kw["pads"]
+    if any(pads):
+        low = float(np.finfo(np.float32).min)
+        x = ctx.add("Pad", [x, ctx.ints(f"{node.name}_mask_pads", [0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]]),
+                            ctx.constant(f"{node.name}_mask_pad_value", low)], name=f"{node.name}/pad", mode="constant")
+        kw = dict(kw, pads=[0, 0, 0, 0])
+    explicit = a.pad  # the tensor MaxPool reads starts pad rows / columns before the input
+    xh, xw = xh + a.pad[0] + max(extra[0], 0), xw + a.pad[1] + max(extra[1], 0)
+    index = ctx.fresh(f"{node.name}_indices")
+    ctx.add("MaxPool", [x], [node.tops[0], index], name=node.name, **kw)
+    plane = ctx.add("Mod", [index, ctx.ints(f"{node.name}_plane", [xh * xw])], name=f"{node.name}/plane")
+    width = ctx.ints(f"{node.name}_width", [xw])
+    row = ctx.add("Sub", [ctx.add("Div", [plane, width], name=f"{node.name}/row"),
+                          ctx.ints(f"{node.name}_pad_h", [explicit[0]])], name=f"{node.name}/row_unpadded")
+    col = ctx.add("Sub", [ctx.add("Mod", [plane, width], name=f"{node.name}/col"),
+                          ctx.ints(f"{node.name}_pad_w", [explicit[1]])], name=f"{node.name}/col_unpadded")
+    offset = ctx.add("Mul", [row, ctx.ints(f"{node.name}_in_width", [w])], name=f"{node.name}/row_offset")
+    flat = ctx.add("Add", [offset, col], name=f"{node.name}/mask_index")
+    ctx.add("Cast", [flat], [node.tops[1]], name=f"{node.name}/mask", to=1)  # FLOAT
+
+
 def _ave_correction(a, in_hw, out_hw) -> np.ndarray:
     sizes = []
     for i in range(2):
