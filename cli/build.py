@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 
 import click
-from convnet_cli.options import handle_errors, input_shape_option, parse_input_shapes, phase_option, print_notices
+from convnet_cli.options import caffe2_net_options, handle_errors, input_shape_option, parse_input_shapes, phase_option, print_notices
 
 
 
 @click.command("build")
-@click.argument("net", type=click.Path(dir_okay=False))
+@click.argument("net", required=False, type=click.Path())
+@caffe2_net_options()
 @phase_option
 @input_shape_option
 @click.option("--stage", "stages", multiple=True, help="A NetState stage for include/exclude rules (repeatable).")

@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 
 import click
-from convnet_cli.options import handle_errors
+from convnet_cli.options import caffe2_net_options, handle_errors
 
 
 @click.command("diff")
-@click.argument("a", type=click.Path(dir_okay=False))
-@click.argument("b", type=click.Path(dir_okay=False), required=False)
+@click.argument("a", required=False, type=click.Path())
+@click.argument("b", type=click.Path(), required=False)
+@caffe2_net_options("diff")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Weights of A (and of B unless --weights-b).")
 @click.option("--weights-b", type=click.Path(dir_okay=False), help="Weights of B.")
 @click.option("--against", type=click.Choice(["torch", "onnxruntime", "opencv"]), default="onnxruntime",

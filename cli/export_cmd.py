@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 
 import click
-from convnet_cli.options import handle_errors, input_shape_option, parse_input_shapes, print_notices
+from convnet_cli.options import caffe2_net_options, handle_errors, input_shape_option, parse_input_shapes, print_notices
 
 
 @click.command("export")
-@click.argument("net", type=click.Path(dir_okay=False))
+@click.argument("net", required=False, type=click.Path())
+@caffe2_net_options("export")
 @click.option("--weights", type=click.Path(dir_okay=False), help="A .caffemodel (default: seeded initial weights).")
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="Write an ONNX model here.")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default: %d)." % 17)
@@ -24,15 +25,15 @@ from convnet_cli.options import handle_errors, input_shape_option, parse_input_s
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @handle_errors
 def export(net, weights, onnx_path, opset, static_batch, no_check, torchscript, pt2, safetensors, rtol, device,
-           input_shape, as_json):
+           input_shape, as_json, caffe2_out=None):
     """Export NET (with its weights) to ONNX and other formats. The ONNX file passes onnx.checker and
     shape inference, then runs in ONNX Runtime at batch 1 and 7 against the PyTorch model; exit 1
     when the worst relative error is over --rtol."""
     # torch is imported only where a torch output or the ONNX Runtime check needs it
     from convnet_io.tools.convert import convert_to_onnx
 
-    if not any((onnx_path, torchscript, pt2, safetensors)):
-        raise click.UsageError("name at least one output: --onnx, --torchscript, --pt2 or --safetensors")
+    if not any((onnx_path, torchscript, pt2, safetensors, caffe2_out)):
+        raise click.UsageError("name at least one output: --onnx, --torchscript, --pt2, --safetensors or --caffe2")
     result: dict = {"net": net, "outputs": {}}
     exit_code = 0
     if onnx_path:
@@ -62,6 +63,12 @@ def export(net, weights, onnx_path, opset, static_batch, no_check, torchscript, 
     if safetensors:
         save_safetensors(net_obj, safetensors)
         result["outputs"]["safetensors"] = {"path": safetensors}
+    if caffe2_out:
+        from convnet_io.tools.caffe2_tools import export_caffe2
+
+        info = export_caffe2(net, caffe2_out, weights=weights, input_shapes=parse_input_shapes(input_shape))
+        print_notices(info.pop("notices"))
+        result["outputs"]["caffe2"] = info
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:

@@ -71,3 +71,86 @@ def handle_errors(fn):
 def print_notices(notices: list[str]) -> None:
     for n in notices:
         click.echo(f"note: {n}", err=True)
+
+
+def caffe2_net_options(mode: str = "net"):
+    """``--caffe2 PREDICT_NET --init INIT_NET``: a Caffe2 NetDef pair in place of NET (a folder
+    holding both works as NET itself). ``mode``: "net" (the NET argument; a positional given as
+    well is the first IMAGE of `run`), "export" (with NET given, --caffe2 names the folder to
+    write instead: passed on as ``caffe2_out``), "diff" (the pair is A, a positional is B), "train"
+    (the pair's weights are where fine-tuning starts: passed on as ``weights``)."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, caffe2_net=None, caffe2_init=None, **kwargs):
+            from convnet_io.api.loading import caffe2_net as pair_of
+
+            if mode == "export":
+                kwargs["caffe2_out"] = None
+                if caffe2_net and kwargs.get("net"):
+                    if caffe2_init:
+                        raise click.UsageError("--init goes with an input --caffe2 (no NET): with NET, --caffe2 "
+                                               "names the folder to write")
+                    kwargs["caffe2_out"], caffe2_net = caffe2_net, None
+            if caffe2_init and not caffe2_net:
+                raise click.UsageError("--init needs --caffe2 PREDICT_NET")
+            if not caffe2_net:
+                if mode in ("net", "export") and not kwargs.get("net"):
+                    raise click.UsageError("missing NET (a net file or folder, or --caffe2 PREDICT_NET --init INIT_NET)")
+                if mode == "diff" and not kwargs.get("a"):
+                    raise click.UsageError("missing A (a net file or folder, or --caffe2 PREDICT_NET --init INIT_NET)")
+                _check_run_weights(kwargs)
+                return fn(*args, **kwargs)
+            pair = pair_of(caffe2_net, caffe2_init)
+            if mode == "diff":
+                if kwargs.get("b"):
+                    raise click.UsageError("with --caffe2 (net A), give at most one positional net (B)")
+                kwargs["a"], kwargs["b"] = pair, kwargs.get("a")
+            elif mode == "train":
+                if kwargs.get("weights"):
+                    raise click.UsageError("give --weights or --caffe2/--init, not both")
+                kwargs["weights"] = pair_weights_file(pair)
+            else:
+                if kwargs.get("net"):
+                    if "images" not in kwargs:
+                        raise click.UsageError("give NET or --caffe2, not both")
+                    kwargs["images"] = (kwargs["net"], *kwargs["images"])
+                kwargs["net"] = pair
+            _check_run_weights(kwargs)
+            return fn(*args, **kwargs)
+
+        wrapper = click.option("--init", "caffe2_init", type=click.Path(exists=True, dir_okay=False),
+                               metavar="INIT_NET", help="The init net (weights) of --caffe2 (default: beside it).")(wrapper)
+        help_text = ("Read a Caffe2 NetDef: predict_net.pb or .pbtxt (with --init); with NET given, the folder "
+                     "to write predict_net.pb, init_net.pb and value_info.json to." if mode == "export" else
+                     "Read a Caffe2 NetDef: predict_net.pb or .pbtxt (with --init) in place of NET.")
+        return click.option("--caffe2", "caffe2_net", type=click.Path(), metavar="PREDICT_NET|OUT_DIR"
+                            if mode == "export" else "PREDICT_NET", help=help_text)(wrapper)
+
+    return decorate
+
+
+def _check_run_weights(kwargs: dict) -> None:
+    """`run` classifies: it needs IMAGEs and trained weights (a NetDef pair carries its own)."""
+    if "images" not in kwargs:
+        return
+    if not kwargs["images"]:
+        raise click.UsageError("missing IMAGE...")
+    if not kwargs.get("weights"):
+        from convnet_io.api.loading import is_caffe2_net
+
+        if not is_caffe2_net(kwargs["net"]):
+            raise click.UsageError("missing --weights (a .caffemodel; a Caffe2 NetDef pair carries its own)")
+
+
+def pair_weights_file(pair) -> str:
+    """A NetDef pair's weights as a temporary .caffemodel, removed when the process ends."""
+    import atexit
+    import tempfile
+
+    from convnet_io.tools.caffe2_tools import netdef_as_caffemodel
+
+    fd, path = tempfile.mkstemp(prefix="convnet-caffe2-", suffix=".caffemodel")
+    os.close(fd)
+    atexit.register(lambda: os.path.exists(path) and os.unlink(path))
+    return netdef_as_caffemodel(pair, path)

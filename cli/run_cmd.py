@@ -5,7 +5,7 @@ import json
 import sys
 
 import click
-from convnet_cli.options import backend_option, handle_errors, print_notices
+from convnet_cli.options import backend_option, caffe2_net_options, handle_errors, print_notices
 
 
 def _emit(text: str, err: bool = False) -> None:
@@ -17,9 +17,10 @@ def _emit(text: str, err: bool = False) -> None:
 
 
 @click.command("run")
-@click.argument("net", type=click.Path(dir_okay=False))
-@click.argument("images", nargs=-1, required=True, metavar="IMAGE...")
-@click.option("--weights", required=True, type=click.Path(dir_okay=False), help="The .caffemodel to use.")
+@click.argument("net", required=False, type=click.Path())
+@click.argument("images", nargs=-1, metavar="IMAGE...")
+@caffe2_net_options()
+@click.option("--weights", type=click.Path(dir_okay=False), help="The .caffemodel to use.")
 @click.option("--mean", "mean_file", type=click.Path(dir_okay=False), metavar="FILE",
               help="Mean image, .npy or .binaryproto, C x H x W in BGR order: subtracted whole when it "
                    "has the crop's size, else averaged to one value per channel (as Caffe's classify.py).")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 import click
-from convnet_cli.options import handle_errors
+from convnet_cli.options import caffe2_net_options, handle_errors
 
 
 def _sources(values: tuple[str, ...]) -> dict[str, str]:
@@ -21,6 +21,7 @@ def _sources(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--solver", required=True, type=click.Path(dir_okay=False), help="A Caffe solver.prototxt.")
 @click.option("--net", type=click.Path(dir_okay=False), help="The train/test net (overrides the solver's).")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Fine-tune from a .caffemodel (layers matched by name).")
+@caffe2_net_options("train")
 @click.option("--snapshot", "resume", type=click.Path(dir_okay=False), help="Resume from a .solverstate.")
 @click.option("--max-iter", type=int, help="Override max_iter.")
 @click.option("--base-lr", type=float, help="Override base_lr.")

@@ -62,3 +62,18 @@ def load_caffe2(net: str | Path, weights: str | Path | None = None,
     if weights is not None:
         net = Caffe2Net(net, weights, getattr(net, "value_info", None))
     return netdef_graph_and_blobs(net, input_shapes, seed=seed)
+
+
+def caffe2_net(predict: str | Path, init: str | Path | None = None) -> str:
+    """A NET value naming a Caffe2 NetDef pair: ``predict`` (file or folder) with its init net."""
+    from convnet_io.caffe2.netdef_files import Caffe2Net, resolve
+
+    pair = resolve(predict)
+    return Caffe2Net(pair, init or pair.init, pair.value_info)
+
+
+def is_caffe2_net(path: str | Path) -> bool:
+    """Whether NET is a Caffe2 NetDef pair (which carries its weights)."""
+    from convnet_io.caffe2.netdef_files import is_netdef
+
+    return is_netdef(path)

@@ -39,7 +39,7 @@ def convolution_attrs(p: Any) -> ConvolutionAttrs:
         raise ValueError("kernel size must be given and positive (kernel_size or kernel_h/kernel_w)")
     if (p.HasField("stride_h") or p.HasField("stride_w")) and min(p.stride_h, p.stride_w) <= 0:
         raise ValueError("stride_h and stride_w must both be given and positive")
-    return ConvolutionAttrs(
+    a = ConvolutionAttrs(
         num_output=int(p.num_output),
         kernel=kernel,
         stride=spatial_pair(p.stride, p.HasField("stride_h") or p.HasField("stride_w"), p.stride_h, p.stride_w, 1, "stride"),
@@ -51,6 +51,13 @@ def convolution_attrs(p: Any) -> ConvolutionAttrs:
         weight_filler=filler(p.weight_filler, p.HasField("weight_filler")),
         bias_filler=filler(p.bias_filler, p.HasField("bias_filler")),
     )
+    # Caffe's BaseConvolutionLayer: CHECK_GT(stride, 0) and CHECK_GT(dilation, 0), checked here so
+    # the net is refused at build time, not by a division by zero later.
+    if min(a.stride) <= 0:
+        raise ValueError(f"stride {list(a.stride)} must be positive")
+    if min(a.dilation) <= 0:
+        raise ValueError(f"dilation {list(a.dilation)} must be positive")
+    return a
 
 
 def conv_output_size(size: int, kernel: int, stride: int, pad: int, dilation: int) -> int:
