@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 
 import click
 
 from convnet_io.errors import ConvnetError
+from convnet_io.paths import check_outputs
+from convnet_io.terminal import EscapingStream, escape
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -44,26 +47,79 @@ backend_option = click.option(
     help="What runs the net: auto picks ONNX Runtime for inference where the net exports, else PyTorch.")
 
 
+# Parameters that name files a command writes (the rest that name files are its inputs).
+OUTPUT_PARAMS = {"output": "-o", "onnx_path": "--onnx", "torchscript": "--torchscript", "pt2": "--pt2",
+                 "safetensors": "--safetensors", "log_json": "--log-json"}
+
+
+def _check_paths(kwargs: dict) -> None:
+    """Refuse an output that is a directory or one of the command's inputs, before any work."""
+    outputs = {flag: kwargs.get(name) for name, flag in OUTPUT_PARAMS.items() if isinstance(kwargs.get(name), str)}
+    if not outputs:
+        return
+    inputs: list[str] = []
+    for name, value in kwargs.items():
+        if name in OUTPUT_PARAMS:
+            continue
+        for v in value if isinstance(value, (tuple, list)) else (value,):
+            if isinstance(v, str) and v:
+                inputs.append(v)
+                if "=" in v:  # NAME=FILE, PHASE:LAYER=PATH
+                    inputs.append(v.rpartition("=")[2])
+    check_outputs(outputs, [i for i in inputs if os.path.exists(i)])
+
+
+def _one_line(text: object) -> str:
+    return escape(str(text).strip(), newlines=False)
+
+
+def _raise_exit(signum, frame):  # noqa: ARG001
+    # SIGTERM/SIGHUP end the command through the normal unwinding, so temporary files go away.
+    raise SystemExit(128 + signum)
+
+
 def handle_errors(fn):
-    """Turn ConvnetError into one line on stderr and exit code 2; never a traceback."""
+    """Turn ConvnetError (and no space, no permission, no memory) into one line on stderr and exit
+    code 2; never a traceback. Output escapes control characters from names in files."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        out, err = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = EscapingStream(out), EscapingStream(err)
+        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
         try:
+            for s in previous:
+                signal.signal(s, _raise_exit)
+        except ValueError:  # not the main thread: leave the signals alone
+            previous = {}
+        try:
+            _check_paths(kwargs)
             return fn(*args, **kwargs)
         except ConvnetError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {_one_line(e)}", err=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(130)
         except (SystemExit, click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except OSError as e:  # no space, no permission, a read-only disk: the user's to fix
+            where = e.filename or "output"
+            click.echo(f"error: {_one_line(where)}: {_one_line(e.strerror or e)}", err=True)
+            sys.exit(2)
+        except MemoryError:
+            click.echo("error: out of memory (--max-memory sets the budget checked before allocating)", err=True)
+            sys.exit(2)
         except Exception as e:  # noqa: BLE001  (a bug, not bad input: say so, keep the trace on request)
             if os.environ.get("CONVNET_DEBUG"):
                 raise
-            click.echo(f"internal error: {type(e).__name__}: {e} (set CONVNET_DEBUG=1 for the traceback)", err=True)
+            click.echo(f"internal error: {type(e).__name__}: {_one_line(e)} (set CONVNET_DEBUG=1 for the traceback)",
+                       err=True)
             sys.exit(3)
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+            sys.stdout, sys.stderr = out, err
 
     return wrapper
 

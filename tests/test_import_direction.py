@@ -12,11 +12,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Which convnet_io packages each package may import (besides itself). "errors" and "atomic" are the
 # foundations every package may use.
-FOUNDATIONS = {"errors", "atomic", "version"}
+FOUNDATIONS = {"errors", "atomic", "version", "limits", "terminal", "paths"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "atomic": {"errors"},
     "version": set(),
+    "limits": {"errors"},
+    "terminal": set(),
+    "paths": {"errors"},
     "graph": set(),
     "caffe": {"graph"},
     "caffe2": {"graph", "caffe"},
@@ -31,7 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     "pycaffe": {"graph", "caffe", "torch_model", "data", "train", "api", "tools"},
 }
 # The command line sees only the public surface: the package itself, its API and its tools.
-CLI_ALLOWED = {"", "api", "tools", "errors", "pycaffe"}
+CLI_ALLOWED = {"", "api", "tools", "errors", "pycaffe", "limits", "terminal", "paths"}
 # Modules the graph package must never import, however indirectly it would be reached.
 HEAVY = ("torch", "onnx", "onnxruntime", "cv2", "google.protobuf")
 

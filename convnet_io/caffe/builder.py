@@ -8,6 +8,8 @@ from convnet_io.errors import ConvnetError, LayerError
 from convnet_io.graph import Graph, Node, ParamSpec, Shape, value_id
 from convnet_io.graph.layers import get_spec, supported_types
 from convnet_io.graph.layers.data import SourceContext
+from convnet_io.limits import check_memory, memory_budget
+from convnet_io.terminal import name as name_escape
 
 
 def build_graph(
@@ -57,13 +59,67 @@ def build_graph(
             tops.append(vid)
         node.tops = tops
         nodes.append(node)
+        _check_layer_memory(node, shapes)
     sources = {blob_of[t] for n in nodes if n.is_source for t in n.tops}
     unknown = sorted(set(ctx.named) - sources)
     if unknown:
         raise ConvnetError(f"--input-shape names {', '.join(unknown)}, which the net does not take as input "
                            f"(its inputs: {', '.join(sorted(sources)) or 'none'})")
+    _check_net_memory(nodes, shapes, source_path or net.name)
     return Graph(name=net.name, phase=state.phase, nodes=nodes, shapes=shapes, blob_of=blob_of,
                  notices=notes, source_path=source_path)
+
+
+_FLOAT = 4  # bytes of one float32 blob element
+
+
+def _count(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def _check_layer_memory(node: Node, shapes: dict[str, Shape]) -> None:
+    """One layer's tops and weights against the memory budget, before anything is allocated
+    (an InnerProduct of 10^13 weights is refused here, not by the allocator after trying)."""
+    tops = sum(_count(shapes[t]) for t in node.tops)
+    params = sum(_count(p.shape) for p in node.params)
+    if (tops + params) * _FLOAT > memory_budget():
+        parts = [f"weights {' + '.join('x'.join(map(str, p.shape)) for p in node.params)}"] if params else []
+        parts += [f"top {'x'.join(map(str, shapes[t]))}" for t in node.tops][:3]
+        try:
+            check_memory(f"layer '{node.name}' ({node.type})", (tops + params) * _FLOAT,
+                         ", ".join(parts) + " float32")
+        except ConvnetError as e:
+            raise ConvnetError(name_escape(str(e))) from None
+
+
+def _check_net_memory(nodes: list[Node], shapes: dict[str, Shape], where: str) -> None:
+    """The whole net's blobs and weights (what a forward pass holds) against the budget."""
+    blobs = sum(_count(shapes[t]) for n in nodes for t in n.tops)
+    params = sum(_count(p.shape) for n in nodes for p in n.params)
+    check_memory(name_escape(where or "net"), (blobs + params) * _FLOAT,
+                 f"{blobs:,} blob and {params:,} weight float32 values")
+
+
+def _auto_top(layer: Any) -> Any:
+    """Caffe's AutoTopBlobs: a loss layer listed without a top still writes its loss, into an
+    anonymous blob (here ``<layer>(automatic)``)."""
+    spec = get_spec(layer.type)
+    if layer.top or spec is None or not issubclass(spec, Loss):
+        return layer
+    out = type(layer)()
+    out.CopyFrom(layer)
+    out.top.append(f"{layer.name}(automatic)")
+    return out
+
+
+def _unique_name(name: str, taken: set[str]) -> str:
+    k = 1
+    while f"{name}_{k}" in taken:
+        k += 1
+    return f"{name}_{k}"
 
 
 def _source_context(input_shapes, notice: Callable[[str], None]) -> SourceContext:
@@ -88,6 +144,11 @@ def _build_node(layer: Any, current: dict[str, str], shapes: dict[str, Shape], c
                 f"at least {spec.min_bottoms}" if spec.max_bottoms is None else
                 f"{spec.min_bottoms} to {spec.max_bottoms}")
         raise LayerError(name, f"takes {want} bottom(s), got {nb}", type_)
+    if len(layer.top) < spec.min_tops:
+        raise LayerError(name, f"takes at least {spec.min_tops} top(s), got {len(layer.top)}", type_)
+    if len(set(layer.top)) < len(layer.top):
+        twice = sorted({t for t in layer.top if list(layer.top).count(t) > 1})
+        raise LayerError(name, f"lists top '{twice[0]}' more than once", type_)
     bottoms = []
     for blob in layer.bottom:
         if blob not in current:

@@ -10,6 +10,7 @@ from google.protobuf.message import DecodeError
 
 from convnet_io.caffe.proto import caffe_pb2
 from convnet_io.errors import ConvnetError, ParseError
+from convnet_io.limits import memory_budget, read_bytes_limited
 
 _LOCATION = re.compile(r"^(\d+):(\d+)\s*:\s*")
 
@@ -33,7 +34,7 @@ def parse_net_text(text: str, path: str = "<string>") -> caffe_pb2.NetParameter:
 def read_text(path: str | Path) -> str:
     p = Path(path)
     try:
-        data = p.read_bytes()
+        data = read_bytes_limited(p, what="net or solver definition")
     except FileNotFoundError:
         raise ConvnetError(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -43,8 +44,11 @@ def read_text(path: str | Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConvnetError(f"{path}: not a text file (byte {e.start} is not UTF-8); "
-                           "for binary weights use --weights") from None
+        # located like a syntax error: line and column (in characters) of the first bad byte
+        line = data.count(b"\n", 0, e.start) + 1
+        col = len(data[data.rfind(b"\n", 0, e.start) + 1:e.start].decode("utf-8", "replace")) + 1
+        raise ParseError(str(path), line, col, f"not UTF-8 text (byte 0x{data[e.start]:02x}); "
+                         "for binary weights use --weights") from None
 
 
 def read_net_parameter(path: str | Path) -> caffe_pb2.NetParameter:
@@ -53,7 +57,7 @@ def read_net_parameter(path: str | Path) -> caffe_pb2.NetParameter:
     if p.suffix in (".caffemodel", ".binaryproto", ".pb"):
         net = caffe_pb2.NetParameter()
         try:
-            net.ParseFromString(p.read_bytes())
+            net.ParseFromString(read_bytes_limited(p, memory_budget(), "binary net"))
         except (DecodeError, OSError) as e:
             raise ConvnetError(f"{path}: not a binary NetParameter: {e}") from None
         return net

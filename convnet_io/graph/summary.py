@@ -5,6 +5,7 @@ from typing import Any
 
 from convnet_io.graph.ir import Graph
 from convnet_io.graph.layers import get_spec
+from convnet_io.terminal import name
 
 
 def summarize(graph: Graph) -> dict[str, Any]:
@@ -53,7 +54,7 @@ def format_table(summary: dict[str, Any]) -> str:
     lines = []
     for r in summary["layers"]:
         shape = r["shape"][1:] if len(r["shape"]) > 1 else r["shape"]
-        lines.append((r["name"], r["type"], ",".join(r["tops"]),
+        lines.append((name(r["name"]), name(r["type"]), name(",".join(r["tops"])),
                       "×".join(str(d) for d in shape) if shape else "scalar",
                       f"{r['params']:,}" if r["params"] else "-",
                       f"{r['macs']:,}" if r["macs"] else "-"))
@@ -70,6 +71,6 @@ def format_table(summary: dict[str, Any]) -> str:
     out.append("")
     out.append(f"total: {summary['total_params']:,} parameters, "
                f"{summary['total_macs']:,} multiply-adds per item")
-    outs = ", ".join(f"{k} {'×'.join(map(str, v)) or 'scalar'}" for k, v in summary["output_shapes"].items())
+    outs = ", ".join(f"{name(k)} {'×'.join(map(str, v)) or 'scalar'}" for k, v in summary["output_shapes"].items())
     out.append(f"outputs: {outs}")
     return "\n".join(out)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from convnet_io.caffe.proto import caffe_pb2
 from convnet_io.errors import ConvnetError
+from convnet_io.limits import memory_budget, read_bytes_limited
 
 
 def snapshot_paths(prefix: str, iteration: int) -> tuple[Path, Path]:
@@ -15,7 +16,7 @@ def snapshot_paths(prefix: str, iteration: int) -> tuple[Path, Path]:
 def read_solverstate(path: str | Path) -> caffe_pb2.SolverState:
     p = Path(path)
     try:
-        data = p.read_bytes()
+        data = read_bytes_limited(p, memory_budget(), "solver state")
     except OSError as e:
         raise ConvnetError(f"{path}: cannot read the solver state: {e.strerror}") from None
     state = caffe_pb2.SolverState()

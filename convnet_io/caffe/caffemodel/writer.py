@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
+from convnet_io.atomic import sweep_stale
 from convnet_io.caffe.caffemodel.reader import LayerBlobs
 from convnet_io.caffe.caffemodel.wire import (
     _BLOB_DATA,
@@ -60,9 +62,11 @@ def _write_atomic(path: str | os.PathLike, write_body) -> None:
     dest = os.path.realpath(os.fspath(path))  # through a symlink, keep the link
     directory, base = os.path.split(dest)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    sweep_stale(Path(dest))
     try:
         while True:
-            tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+            # the atomic helper's pattern, so a killed writer's file is swept next time
+            tmp = os.path.join(directory, f".{base}.convnet-{os.getpid()}-{secrets.token_hex(6)}.tmp")
             try:
                 fd = os.open(tmp, flags, 0o666)  # 0o666 & ~umask, like a plain open()
                 break

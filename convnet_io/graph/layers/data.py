@@ -107,6 +107,8 @@ def _image_source_shapes(layer_name: str, a: DataAttrs, tops: list[str], ctx: So
         data = given
         batch = given[0]
     else:
+        if a.batch_size <= 0:  # Caffe: CHECK_GT(batch_size, 0) << "Positive batch size required"
+            raise ValueError(f"batch_size {a.batch_size} must be positive")
         crop = a.transform.crop_size
         h, w = (crop, crop) if crop else (a.new_height, a.new_width)
         if not (h and w):
@@ -176,6 +178,8 @@ class MemoryData(Source):
     @classmethod
     def source_shapes(cls, layer_name, a, tops, ctx):
         given = ctx.given(tops[0])
+        if given is None and min(a.batch_size, a.channels, a.height, a.width) <= 0:
+            raise ValueError("batch_size, channels, height and width must be given and positive")
         data = given or (a.batch_size, a.channels, a.height, a.width)
         return [data] + [(data[0],)] * (len(tops) - 1)
 

@@ -21,6 +21,7 @@ class LayerSpec:
     min_bottoms: ClassVar[int] = 1
     max_bottoms: ClassVar[int | None] = 1
     in_place_ok: ClassVar[bool] = False
+    min_tops: ClassVar[int] = 1  # Caffe's MinTopBlobs / ExactNumTopBlobs: every layer but Silence writes
 
     @classmethod
     def attrs(cls, layer: Any) -> Any:

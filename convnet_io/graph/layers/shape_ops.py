@@ -312,6 +312,7 @@ class Softmax(LayerSpec):
 @register("Silence")
 class Silence(LayerSpec):
     max_bottoms = None
+    min_tops = 0
 
     @classmethod
     def top_shapes(cls, a, bottoms, num_tops):

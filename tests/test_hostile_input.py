@@ -1,0 +1,195 @@
+"""Hostile and careless input: limits checked before work, one-line errors, the user's files never
+overwritten, control characters never echoed. Each test is one finding that used to fail."""
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from convnet_cli.main import cli
+from convnet_io import limits
+
+from helpers import input_layer
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT.parent / "shared" / "caffe-models"
+
+TINY = input_layer((1, 3, 8, 8)) + """
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+  convolution_param { num_output: 2 kernel_size: 3 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+"""
+
+
+@pytest.fixture(autouse=True)
+def _default_budget(monkeypatch):
+    monkeypatch.delenv("CONVNET_MAX_MEMORY", raising=False)
+    limits.set_memory_budget(None)
+    yield
+    limits.set_memory_budget(None)
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def assert_one_line(result, *needles):
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    p = tmp_path / "tiny.prototxt"
+    p.write_text(TINY)
+    return p
+
+
+# -- 1. memory bombs --------------------------------------------------------------------------
+
+def test_inner_product_of_ten_to_the_13_weights_is_refused_at_build(tmp_path):
+    p = tmp_path / "big.prototxt"
+    p.write_text(input_layer((1, 1000000)) + """
+layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 10000000 } }""")
+    for cmd in (("build", p), ("init", p, "-o", tmp_path / "w.caffemodel")):
+        line = assert_one_line(invoke(*cmd), "layer 'fc'", "10000000x1000000", "memory budget")
+    assert not (tmp_path / "w.caffemodel").exists(), line
+
+
+def test_max_memory_option_sets_the_budget(tiny, monkeypatch):
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # the option exports it for workers
+    assert_one_line(invoke("--max-memory", "100", "build", tiny), "memory budget of 100 bytes")
+    assert_one_line(invoke("--max-memory", "lots", "build", tiny), "not a memory size")
+
+
+def test_dev_zero_as_a_net_is_refused_after_the_limit(monkeypatch):
+    monkeypatch.setattr(limits, "MAX_TEXT_BYTES", 1 << 20)
+    assert_one_line(invoke("build", "/dev/zero"), "/dev/zero", "too large")
+
+
+# -- 2. outputs that are inputs -----------------------------------------------------------------
+
+def test_init_refuses_to_overwrite_its_net(tiny):
+    before = tiny.read_bytes()
+    assert_one_line(invoke("init", tiny, "-o", tiny), "also an input")
+    assert tiny.read_bytes() == before
+
+
+def test_export_refuses_to_overwrite_its_weights(tiny, tmp_path):
+    w = tmp_path / "w.caffemodel"
+    assert invoke("init", tiny, "-o", w).exit_code == 0
+    before = w.read_bytes()
+    link = tmp_path / "link.onnx"
+    link.symlink_to(w)
+    for out in (w, link, tmp_path / "sub" / ".." / "w.caffemodel"):
+        (tmp_path / "sub").mkdir(exist_ok=True)
+        assert_one_line(invoke("export", tiny, "--weights", w, "--onnx", out), "also an input")
+    assert w.read_bytes() == before
+
+
+def test_forward_refuses_its_input_array_as_output(tiny, tmp_path):
+    import numpy as np
+
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 3, 8, 8), np.float32))
+    assert_one_line(invoke("forward", tiny, "--input", f"data={x}", "-o", x), "also an input")
+
+
+# -- 3. Caffe's CHECKs at build time -------------------------------------------------------------
+
+@pytest.mark.parametrize("layers, needle", [
+    ('layer { name: "c" type: "Deconvolution" bottom: "data" top: "c" '
+     'convolution_param { num_output: 2 kernel_size: 3 stride: 0 } }', "layer 'c' (Deconvolution): stride"),
+    ('layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+     'convolution_param { num_output: 2 kernel_size: 3 stride: 0 } }', "layer 'c' (Convolution): stride"),
+    ('layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+     'convolution_param { num_output: 2 kernel_size: 3 dilation: 0 } }', "layer 'c' (Convolution): dilation"),
+    ('layer { name: "r" type: "ReLU" bottom: "data" }', "layer 'r' (ReLU): takes at least 1 top"),
+    ('layer { name: "d" type: "Dropout" bottom: "data" top: "x" top: "x" }', "layer 'd' (Dropout): lists top 'x'"),
+])
+def test_caffe_checks_name_the_layer(tmp_path, layers, needle):
+    p = tmp_path / "n.prototxt"
+    p.write_text(input_layer((1, 3, 8, 8)) + layers)
+    line = assert_one_line(invoke("build", p), needle)
+    assert "division" not in line
+    assert_one_line(invoke("init", p, "-o", tmp_path / "w.caffemodel"), needle)
+
+
+def test_data_batch_size_zero_is_refused(tmp_path):
+    p = tmp_path / "n.prototxt"
+    p.write_text('layer { name: "d" type: "Data" top: "data" top: "label" '
+                 'data_param { source: "nowhere" batch_size: 0 } transform_param { crop_size: 3 } }')
+    assert_one_line(invoke("build", p, "--phase", "TRAIN"), "layer 'd' (Data): batch_size 0")
+
+
+# -- 4. no exit 3 for the user's problems ------------------------------------------------------------
+
+@pytest.mark.parametrize("err", [errno.ENOSPC, errno.EACCES])
+def test_export_onnx_on_a_full_or_forbidden_disk_is_one_line(tiny, tmp_path, monkeypatch, err):
+    import convnet_io.atomic as atomic
+
+    real = atomic.os.replace
+
+    def fail(src, dst):
+        raise OSError(err, os.strerror(err))
+
+    monkeypatch.setattr(atomic.os, "replace", fail)
+    try:
+        r = invoke("export", tiny, "--onnx", tmp_path / "m.onnx", "--no-check")
+    finally:
+        monkeypatch.setattr(atomic.os, "replace", real)
+    assert_one_line(r, "m.onnx", os.strerror(err))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.prototxt"]
+
+
+def test_forward_output_on_a_full_disk_is_one_line(tiny, tmp_path, monkeypatch):
+    import numpy as np
+
+    x = tmp_path / "x.npy"
+    np.save(x, np.zeros((1, 3, 8, 8), np.float32))
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(np.lib.format, "write_array", full)
+    r = invoke("forward", tiny, "--input", f"data={x}", "-o", tmp_path / "out.npz", "--backend", "torch")
+    assert_one_line(r, "out.npz", os.strerror(errno.ENOSPC))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.prototxt", "x.npy"]
+
+
+def test_an_os_error_anywhere_is_exit_2_not_3(tiny, monkeypatch):
+    import convnet_io.tools.build as tb
+
+    def denied(*a, **k):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), "/some/file")
+
+    monkeypatch.setattr(tb, "summarize", denied)
+    assert_one_line(invoke("build", tiny), "/some/file", os.strerror(errno.EACCES))
+
+
+# -- 5. terminal escapes ----------------------------------------------------------------------------
+
+def test_names_with_escape_sequences_are_printed_escaped(tmp_path):
+    p = tmp_path / "e.prototxt"
+    p.write_text('input: "d\x1b]0;pwn\x07" input_shape { dim: 1 dim: 3 }\n'
+                 'layer { name: "r\x1b[31m" type: "ReLU" bottom: "d\x1b]0;pwn\x07" top: "y" }\n')
+    r = invoke("build", p)
+    assert r.exit_code == 0, r.output
+    assert "\x1b" not in r.output and "\x07" not in r.output
+    assert "r\\x1b[31m" in r.stdout
+    p.write_text('layer { name: "x\x1b[2J" type: "Nope\x1b[31m" top: "y" }\n')
+    line = assert_one_line(invoke("build", p))
+    assert "\x1b" not in line and "\\x1b[2J" in line
+
+
+def test_a_directory_as_net_or_output_is_one_line(tiny, tmp_path):
+    assert_one_line(invoke("build", tmp_path), "is a directory")
+    assert_one_line(invoke("init", tiny, "-o", tmp_path), "is a directory")
