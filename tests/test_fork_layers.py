@@ -101,16 +101,15 @@ def _rois(n_images, h, w, count, seed=1, scale=1.0):
     return np.asarray(rows, dtype=np.float32)
 
 
-def test_roi_pooling_and_psroi_pooling():
+def test_roi_pooling_and_psroi_pooling(tmp_path):
     x = _x((2, 18, 10, 12))
     rois = _rois(2, 10, 12, 9, scale=0.5)
-    text = (input_layer(x.shape) + input_layer(rois.shape, "rois") + """
+    layers = """
 layer { name: "roi" type: "ROIPooling" bottom: "data" bottom: "rois" top: "roi" roi_pooling_param { pooled_h: 3 pooled_w: 4 spatial_scale: 0.5 } }
 layer { name: "ps" type: "PSROIPooling" bottom: "data" bottom: "rois" top: "ps" psroi_pooling_param { spatial_scale: 0.5 output_dim: 2 group_size: 3 } }
-""")
-    _, _, out = run_single(text, {"data": x, "rois": rois})
-    assert rel_err(out["roi"], ref.roi_pooling(x, rois, (3, 4), 0.5)) <= TOL
-    assert rel_err(out["ps"], ref.psroi_pooling(x, rois, 2, 3, 0.5)) <= TOL
+"""
+    case = export_case(tmp_path, layers, {"data": x, "rois": rois})
+    check_ref(case, {"roi": ref.roi_pooling(x, rois, (3, 4), 0.5), "ps": ref.psroi_pooling(x, rois, 2, 3, 0.5)})
 
 
 # -- YOLOv2: Reorg and Region ----------------------------------------------------------------------
@@ -123,7 +122,7 @@ def test_reorg_is_darknets_permutation(tmp_path):
     assert case.net.graph.shapes["reorg"] == (2, 32, 3, 2)
 
 
-def test_region_as_opencv():
+def test_region_as_opencv(tmp_path):
     """OpenCV's defaults (thresh 0.2, NMS at 0.4): the ports' region_param has no field for them."""
     import torch
 
@@ -142,6 +141,9 @@ def test_region_as_opencv():
     before_nms = ref.region(x, biases, classes, anchors, softmax=True, thresh=0.2, nms_threshold=0.0)
     assert got.shape == (2 * 4 * 3 * anchors, 5 + classes)
     assert rel_err(got, want) <= TOL
+    case = export_case(tmp_path, text.split("\n", 1)[1], {"data": x},
+                       blobs=lambda blobs, rng: {"region": [biases]})
+    check_ref(case, {"region": want})  # ONNX: NonMaxSuppression per class, in OpenCV's order
     assert (want[:, 5:] > 0).any() and (before_nms[:, 5:] > 0).sum() > (want[:, 5:] > 0).sum()  # NMS acted
 
 
