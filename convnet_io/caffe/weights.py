@@ -37,15 +37,15 @@ def match_weights(graph: Graph, layers: list[LayerBlobs], source: str = "the wei
     ``strict``: a net layer missing from the file is an error (inference); otherwise it is listed
     in ``missing`` and keeps its initial values (fine-tuning, as Caffe's CopyTrainedLayersFrom).
     """
-    by_name = {}
-    for lb in layers:
-        by_name.setdefault(lb.name, lb)
+    # Caffe's CopyTrainedLayersFrom copies every file layer into the first net layer of its name,
+    # so a name the file repeats ends with its last blobs, and a repeated net name gets none.
+    by_name = {lb.name: lb for lb in layers}
     report = WeightsReport()
     used = set()
     for node in graph.nodes:
         if not node.params:
             continue
-        lb = by_name.get(node.name)
+        lb = None if node.caffe_name else by_name.get(node.name)
         if lb is None:
             if strict:
                 raise LayerError(node.name, f"has {len(node.params)} learnable blob(s) but {source} "

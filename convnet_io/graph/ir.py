@@ -47,6 +47,7 @@ class Node:
     params: list[ParamSpec] = field(default_factory=list)
     loss_weights: list[float] = field(default_factory=list)
     propagate_down: list[bool] = field(default_factory=list)
+    caffe_name: str = ""  # the name in the net file, where a repeated name was made unique
 
     @property
     def is_source(self) -> bool:
@@ -128,6 +129,7 @@ class Graph:
 # Layers an inference model leaves out: losses and metrics need labels and say nothing about the
 # model's outputs.
 TRAINING_ONLY_TYPES = frozenset({"SoftmaxWithLoss", "EuclideanLoss", "SigmoidCrossEntropyLoss",
+                                 "ContrastiveLoss", "HingeLoss", "InfogainLoss", "MultinomialLogisticLoss",
                                  "Accuracy", "Silence"})
 
 
