@@ -69,13 +69,19 @@ class Net:
                                     str(network_file))
             module = CaffeModule(graph)
         from convnet_io.graph.initialize import initial_blobs
-
         from convnet_io.pycaffe.globals import filler_seed
 
-        _copy_into(module, initial_blobs(graph, filler_seed()))
-        self._setup(graph, module, net_param)
+        report = None
         if weights is not None:
-            self.copy_from(weights)
+            from convnet_io.caffe.weights import check_weights
+
+            report = check_weights(graph, weights, strict=False)
+        if report is None or report.missing:  # layers without weights start from their fillers
+            blobs = initial_blobs(graph, filler_seed())
+            _copy_into(module, {k: v for k, v in blobs.items() if report is None or k in report.missing})
+        if report is not None:
+            _copy_into(module, report.blobs)
+        self._setup(graph, module, net_param)
 
     @classmethod
     def _wrap(cls, graph: Any, module: Any, net_param: Any, feeder: Any = None) -> "Net":
