@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
+from convnet_io.caffe.layer_files import read_layer_files
 from convnet_io.caffe.netstate import filter_layers, state_for
 from convnet_io.errors import ConvnetError, LayerError
 from convnet_io.graph import Graph, Node, ParamSpec, Shape, value_id
 from convnet_io.graph.layers import get_spec, supported_types
 from convnet_io.graph.layers.data import SourceContext
+from convnet_io.graph.layers.loss import Loss
 from convnet_io.limits import check_memory, memory_budget
 from convnet_io.terminal import name as name_escape
 
@@ -37,11 +39,17 @@ def build_graph(
     nodes: list[Node] = []
     names: set[str] = set()
     for layer in layers:
+        layer = _auto_top(layer)
         name, type_ = layer.name, layer.type
-        if name in names:
-            raise LayerError(name, "two layers have this name", type_)
-        names.add(name)
         node = _build_node(layer, current, shapes, ctx, state.phase)
+        if name in names:
+            # Caffe accepts repeated layer names (BVLC's mnist_autoencoder has two 'loss' layers);
+            # modules and ONNX nodes need a key, so the later layer gets a unique one. Weights go to
+            # the first layer of a name only, as Caffe's CopyTrainedLayersFrom does.
+            node.name = _unique_name(name, names | {lyr.name for lyr in layers})
+            node.caffe_name = name
+            notes.append(f"two layers are named '{name}': the later one ({type_}) is '{node.name}' here")
+        names.add(node.name)
         tops: list[str] = []
         top_shapes = node.tops  # shapes, temporarily
         for blob, shape in zip(layer.top, top_shapes):
@@ -60,6 +68,7 @@ def build_graph(
         node.tops = tops
         nodes.append(node)
         _check_layer_memory(node, shapes)
+    read_layer_files(nodes, shapes, source_path)
     sources = {blob_of[t] for n in nodes if n.is_source for t in n.tops}
     unknown = sorted(set(ctx.named) - sources)
     if unknown:
