@@ -16,6 +16,30 @@ def _emit(text: str, err: bool = False) -> None:
         click.echo(text, err=err)
 
 
+def _detect(net, images, mean, labels, threshold, scale, draw_to, as_json):
+    """`convnet run --detect`: the boxes of an SSD net, listed (and drawn with --draw)."""
+    from convnet_io.tools.detect import detect, draw, drawn_path
+
+    results = detect(net, images, mean=mean, scale=scale, threshold=threshold, labels=labels)
+    for r in results:
+        if not r.ok:
+            _emit(f"error: {r.path}: {r.error}", err=True)
+            continue
+        if draw_to:
+            draw(r.path, r.detections, drawn_path(draw_to, r.path, len(images) > 1))
+        if not as_json:
+            lines = [f"{r.path} ({r.size[0]} x {r.size[1]}): {len(r.detections)} boxes"]
+            lines += [f"  {d.score:.4f}  {d.name if d.name is not None else d.label}  "
+                      + " ".join(f"{v:.1f}" for v in d.box) for d in r.detections]
+            _emit("\n".join(lines))
+    if as_json:
+        click.echo(json.dumps({"images": [r.to_json() for r in results if r.ok],
+                               "errors": [{"path": r.path, "error": r.error} for r in results if not r.ok]},
+                              indent=2))
+    if any(not r.ok for r in results):
+        sys.exit(2)
+
+
 @click.command("run")
 @click.argument("net", required=False, type=click.Path())
 @click.argument("images", nargs=-1, metavar="IMAGE...")
@@ -30,6 +54,14 @@ def _emit(text: str, err: bool = False) -> None:
 @click.option("--oversample", is_flag=True,
               help="Average the 10 crops (corners, centre and their mirrors) instead of the centre crop.")
 @click.option("--top-k", default=5, show_default=True, type=click.IntRange(min=1), help="Classes to report per image.")
+@click.option("--detect", is_flag=True,
+              help="SSD nets: list the boxes of the DetectionOutput layer (the image is resized to the "
+                   "input, not cropped).")
+@click.option("--threshold", default=0.5, show_default=True, type=float, help="With --detect: the lowest score listed.")
+@click.option("--scale", "input_scale", default=1.0, show_default=True, type=float,
+              help="With --detect: multiply the mean-subtracted input by this (MobileNet-SSD: 0.007843).")
+@click.option("--draw", "draw_to", type=click.Path(), metavar="OUT",
+              help="With --detect: write each image with its boxes to OUT (a folder for several images).")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1),
               help="Images per forward pass (x10 crops with --oversample).")
 @click.option("--progress/--no-progress", default=None,
@@ -38,7 +70,7 @@ def _emit(text: str, err: bool = False) -> None:
 @backend_option
 @handle_errors
 def run(net, images, weights, mean_file, mean_value, labels_file, oversample, top_k, batch_size, progress, as_json,
-        backend):
+        backend, detect=False, threshold=0.5, input_scale=1.0, draw_to=None):
     """Classify IMAGE files with NET and its --weights: each image is resized to 256x256, centre
     cropped (or cut into 10 crops) to the net's input size, scaled to 0..255 BGR and mean
     subtracted, as Caffe's classify.py does; prints each image's top-k classes."""
@@ -56,6 +88,8 @@ def run(net, images, weights, mean_file, mean_value, labels_file, oversample, to
         click.echo("note: no --mean or --mean-value: pixel values are not mean-centred", err=True)
     if progress is None:
         progress = sys.stderr.isatty()
+    if detect:
+        return _detect(net_obj, list(images), mean, labels, threshold, input_scale, draw_to, as_json)
 
     done, errors = [], []
     results = iter_classify(net_obj, list(images), mean=mean, oversample=oversample, top_k=top_k,

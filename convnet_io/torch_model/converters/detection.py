@@ -207,8 +207,9 @@ class DetectionOutput(CaffeLayer):
         self.attrs = attrs
 
     def forward(self, loc, conf, prior):
-        out = detection_output(loc.detach().cpu().numpy(), conf.detach().cpu().numpy(),
-                               prior.detach().cpu().numpy(), self.attrs)
+        with np.errstate(over="ignore", invalid="ignore"):  # Caffe lets inf boxes through, silently
+            out = detection_output(loc.detach().cpu().numpy(), conf.detach().cpu().numpy(),
+                                   prior.detach().cpu().numpy(), self.attrs)
         return torch.from_numpy(out).to(loc.device)
 
     def extra_repr(self):
