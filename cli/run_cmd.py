@@ -107,4 +107,4 @@ def run(net, images, weights, mean_file, mean_value, labels_file, oversample, to
     if as_json:
         click.echo(json.dumps({"images": [r.to_json() for r in done], "errors": errors}, indent=2))
     if errors:
-        sys.exit(1)
+        sys.exit(2)  # bad input, as everywhere: the good images were still classified above

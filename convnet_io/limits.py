@@ -94,3 +94,15 @@ def read_bytes_limited(path: str | os.PathLike, limit: int | None = None, what: 
     if len(data) > limit:
         raise ConvnetError(f"{path}: over {human(limit)}; too large for a {what}")
     return data
+
+
+# Bytes held per pixel while an image becomes a float array: the decoded bands, the float32
+# H x W x 3 copy and the float64 intermediate a 16-bit image goes through.
+IMAGE_BYTES_PER_PIXEL = 4 + 3 * 4 + 8
+
+
+def check_image(where: str, width: int, height: int, bands: int = 3) -> None:
+    """Refuse an image from its header, before decoding: a 0.5 MB PNG can say 13000 x 13000."""
+    pixels = int(width) * int(height)
+    check_memory(where, pixels * max(IMAGE_BYTES_PER_PIXEL, bands * 4 + 16),
+                 f"{width} x {height} pixels, {bands} band(s) to decode")

@@ -193,3 +193,40 @@ def test_names_with_escape_sequences_are_printed_escaped(tmp_path):
 def test_a_directory_as_net_or_output_is_one_line(tiny, tmp_path):
     assert_one_line(invoke("build", tmp_path), "is a directory")
     assert_one_line(invoke("init", tiny, "-o", tmp_path), "is a directory")
+
+
+# -- 1. images: the header is checked before decoding ------------------------------------------
+
+@pytest.fixture
+def classifier(tmp_path):
+    p = tmp_path / "deploy.prototxt"
+    p.write_text(input_layer((1, 3, 8, 8)) + """
+layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { num_output: 3 } }
+layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }""")
+    w = tmp_path / "w.caffemodel"
+    assert invoke("init", p, "-o", w).exit_code == 0
+    return p, w
+
+
+@pytest.mark.parametrize("mode", ["RGB", "I;16"])
+def test_a_huge_image_is_refused_from_its_header(classifier, tmp_path, monkeypatch, mode):
+    from PIL import Image
+
+    import convnet_io.tools.preprocess as pre
+
+    big = tmp_path / "big.png"
+    Image.new(mode, (3000, 2000)).save(big)
+    decoded = []
+    monkeypatch.setattr(pre, "image_to_array", lambda *a, **k: decoded.append(1))
+    monkeypatch.setenv("CONVNET_MAX_MEMORY", "64M")
+    net, w = classifier
+    line = assert_one_line(invoke("run", net, "--weights", w, "--mean-value", "0,0,0", big), "big.png", "3000 x 2000 pixels", "memory budget")
+    assert not decoded, line
+
+
+def test_a_bad_image_in_run_exits_2(classifier, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8not really a jpeg")
+    net, w = classifier
+    r = invoke("run", net, "--weights", w, "--mean-value", "0,0,0", bad)
+    assert r.exit_code == 2 and r.stderr.startswith(f"error: {bad}: "), r.output

@@ -287,7 +287,7 @@ def _run(tiny, *args):
 def test_cli_missing_image(tiny, tmp_path):
     missing = tmp_path / "nope.jpg"
     result = _run(tiny, tiny["images"][0], missing, tiny["images"][1], "--top-k", "3")
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     lines = result.stdout.splitlines()
     assert lines[0] == tiny["images"][0] and lines[4] == tiny["images"][1]
     assert sum(line.startswith("  ") for line in lines) == 6 and len(lines) == 8
@@ -301,7 +301,7 @@ def test_cli_corrupt_image(tiny, tmp_path):
     bad = tmp_path / "corrupt.jpg"
     bad.write_bytes(np.random.default_rng(7).bytes(1000))
     result = _run(tiny, bad, tiny["images"][2])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(f"error: {bad}: ")
     assert tiny["images"][2] in result.stdout
@@ -313,7 +313,7 @@ def test_cli_json_and_labels(tiny, tmp_path):
     missing = tmp_path / "gone.png"
     result = _run(tiny, *tiny["images"][:2], missing, "--json", "--labels", tmp_path / "synsets.txt",
                   "--top-k", "2", "--oversample")
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     doc = json.loads(result.stdout)
     assert set(doc) == {"images", "errors"}
     assert [im["path"] for im in doc["images"]] == tiny["images"][:2]

@@ -19,6 +19,8 @@ import os
 import numpy as np
 
 from convnet_io.data.base import BadRecord
+from convnet_io.errors import ConvnetError
+from convnet_io.limits import check_image
 
 try:  # OpenCV is optional; Caffe resized with it, so use it where it is installed.
     import cv2 as _cv2
@@ -46,6 +48,10 @@ def _decode(src, mode: str, name: str) -> np.ndarray:
         raise ValueError(f"decode mode must be one of {_MODES}, not {mode!r}")
     try:
         with Image.open(src) as img:
+            try:
+                check_image(name, img.width, img.height, len(img.getbands()))  # header only
+            except ConvnetError as e:
+                raise BadRecord(name, str(e).removeprefix(f"{name}: ")) from None
             if mode == "gray" and img.format == "JPEG":
                 img.draft("L", None)  # libjpeg's own colour -> grey (the Y channel), as OpenCV
             img.load()

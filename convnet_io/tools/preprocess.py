@@ -60,6 +60,7 @@ from typing import Sequence
 import numpy as np
 
 from convnet_io.errors import ConvnetError
+from convnet_io.limits import check_image
 
 CAFFE_IMAGE_DIMS = (256, 256)
 """Canonical image size the classifier resizes to before cropping (classify.py ``--images_dim``)."""
@@ -70,7 +71,7 @@ RGB_TO_BGR = (2, 1, 0)
 class ImageError(ConvnetError):
     """An image that cannot be read or decoded."""
 
-    exit_code = 1
+    exit_code = 2
 
     def __init__(self, path: str | os.PathLike, reason: str):
         self.path, self.reason = str(path), reason
@@ -94,11 +95,14 @@ def load_image(path: str | os.PathLike, color: bool = True) -> np.ndarray:
         raise ImageError(path, "is a directory, not an image")
     try:
         with Image.open(p) as img:
+            check_image(str(path), img.width, img.height, len(img.getbands()))  # header only, not decoded
             img = ImageOps.exif_transpose(img)
             img.load()
             return image_to_array(img, color=color)
-    except ImageError:
-        raise
+    except ConvnetError as e:
+        if isinstance(e, ImageError):
+            raise
+        raise ImageError(path, str(e).removeprefix(f"{path}: ")) from None
     except Exception as e:  # noqa: BLE001 - decoders raise many kinds of errors on bad files
         from PIL import UnidentifiedImageError
 
