@@ -12,6 +12,8 @@ can say where it comes from.
 
 from __future__ import annotations
 
+import re
+
 # LayerParameter field -> (layer types, where it comes from) for the fork
 # fields in caffe.proto.
 FORK_PARAMS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -88,3 +90,91 @@ def where_defined(field: str) -> str | None:
     if field in FORK_PARAMS:
         return FORK_PARAMS[field][1]
     return KNOWN_ELSEWHERE.get(field)
+
+
+# -- naming the layer around an unknown field ---------------------------------------------------
+
+_UNKNOWN = re.compile(r'Message type "caffe\.(\w+)" has no field named "(\w+)"')
+
+
+def _blocks(text: str):
+    """(kind, offset, depth) events of a text-format message: "open" with the field name before
+    ``{``, "close", and "field" with a ``name: value`` pair; strings and comments skipped."""
+    i, n, depth = 0, len(text), 0
+    last_word, word_at = "", 0
+    while i < n:
+        ch = text[i]
+        if ch == "#":
+            i = text.find("\n", i)
+            i = n if i < 0 else i
+            continue
+        if ch in "\"'":
+            j = i + 1
+            while j < n and text[j] != ch:
+                j += 2 if text[j] == "\\" else 1
+            yield "string", i, depth, text[i + 1:j]
+            i = j + 1
+            continue
+        if ch.isalnum() or ch in "_.-+":
+            j = i
+            while j < n and (text[j].isalnum() or text[j] in "_.-+"):
+                j += 1
+            yield "word", i, depth, text[i:j]
+            last_word, word_at = text[i:j], i
+            i = j
+            continue
+        if ch in "{<":
+            yield "open", word_at, depth, last_word
+            depth += 1
+        elif ch in "}>":
+            depth -= 1
+            yield "close", i, depth, ""
+        i += 1
+
+
+def _layer_at(text: str, offset: int) -> tuple[str | None, str | None]:
+    """(name, type) of the ``layer``/``layers`` block holding ``offset``."""
+    start = None
+    for kind, at, depth, value in _blocks(text):
+        if at > offset and start is None:
+            return None, None
+        if kind == "open" and depth == 0 and value in ("layer", "layers"):
+            start = at if at <= offset else None
+            fields: dict[str, str] = {}
+            key = None
+        elif start is not None:
+            if kind == "close" and depth == 0:
+                if at >= offset:
+                    return fields.get("name"), fields.get("type")
+                start = None
+            elif depth == 1 and kind in ("word", "string"):
+                if key is not None and key not in fields:
+                    fields[key] = value
+                    key = None
+                elif kind == "word":
+                    key = value if value in ("name", "type") and text[at + len(value):].lstrip().startswith(":") else None
+    return None, None
+
+
+def explain_unknown_field(text: str, line: int | None, col: int | None, message: str) -> str:
+    """The parser's "has no field named" message with the layer's name and type, and for a
+    layer ``*_param`` field the forks known to define it."""
+    m = _UNKNOWN.search(message)
+    if not m or line is None:
+        return message
+    message_type, field = m.groups()
+    lines = text.split("\n")
+    offset = sum(len(x) + 1 for x in lines[:line - 1]) + max((col or 1) - 1, 0)
+    name, type_ = _layer_at(text, offset)
+    where = ""
+    if type_ is not None:
+        where = f" of layer '{name}' (type '{type_}')" if name else f" of a layer of type '{type_}'"
+    if message_type in ("LayerParameter", "V1LayerParameter"):
+        out = f"unknown field '{field}'{where}: convnet's caffe.proto has no such layer parameter"
+        known = where_defined(field)
+        if known:
+            out += f"; it comes from {known}"
+            if message_type == "V1LayerParameter" and field in FORK_PARAMS:
+                out += " (a V2 'layer' field, not a V1 'layers' one)"
+        return out
+    return f"unknown field '{field}' in {message_type}{where}"

@@ -8,6 +8,7 @@ from typing import Any
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
+from convnet_io.caffe.fork_fields import explain_unknown_field
 from convnet_io.caffe.proto import caffe_pb2
 from convnet_io.errors import ConvnetError, ParseError
 from convnet_io.limits import memory_budget, read_bytes_limited
@@ -27,6 +28,7 @@ def parse_net_text(text: str, path: str = "<string>") -> caffe_pb2.NetParameter:
             m = _LOCATION.match(str(e))
             if m:
                 line, col = int(m.group(1)), int(m.group(2))
+        message = explain_unknown_field(text, line, col, message)  # names the layer and the fork
         raise ParseError(path, line, col, message) from None
     return net
 
