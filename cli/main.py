@@ -8,6 +8,7 @@ from convnet_cli.build import build
 from convnet_cli.data_cmds import compute_mean_cmd, convert_imageset_cmd
 from convnet_cli.diff_cmd import diff
 from convnet_cli.export_cmd import export
+from convnet_cli.pycaffe_cmds import draw_cmd, extract_features_cmd, pycaffe_cmd, test_cmd
 from convnet_cli.run_cmd import run
 from convnet_cli.time_cmd import time_net
 from convnet_cli.train_cmd import plot_log, train
@@ -52,6 +53,8 @@ def cli(max_memory):
 
 
 for command in (build, init, forward, run, export, diff, train, plot_log, convert_imageset_cmd, compute_mean_cmd, time_net):
+    cli.add_command(command)
+for command in (test_cmd, extract_features_cmd, draw_cmd, pycaffe_cmd):  # Caffe's tools, pycaffe scripts
     cli.add_command(command)
 
 

@@ -44,21 +44,19 @@ def blobprotovector_str_to_arraylist(data: bytes) -> list[np.ndarray]:
 
 def array_to_datum(arr: np.ndarray, label: int | None = None) -> Any:
     """A C x H x W array as a Datum: uint8 as bytes, anything else as float_data."""
-    if arr.ndim != 3:
+    from convnet_io.data.datum import array_to_datum as _to_datum
+
+    if np.ndim(arr) != 3:
         raise ValueError("Incorrect array shape.")
-    datum = caffe_pb2.Datum()
-    datum.channels, datum.height, datum.width = arr.shape
-    if arr.dtype == np.uint8:
-        datum.data = arr.tobytes()
-    else:
-        datum.float_data.extend(arr.astype(float).flat)
-    if label is not None:
-        datum.label = label
+    datum = _to_datum(arr, 0 if label is None else label)
+    if label is None:  # pycaffe leaves the field unset
+        datum.ClearField("label")
     return datum
 
 
 def datum_to_array(datum: Any) -> np.ndarray:
-    """A Datum's values as C x H x W (uint8 for byte data, float otherwise); the label aside."""
+    """A Datum's values as C x H x W (uint8 for byte data, float64 for float_data, as pycaffe
+    returns them); the label aside."""
     if len(datum.data):
         return np.frombuffer(datum.data, dtype=np.uint8).reshape(datum.channels, datum.height, datum.width)
     return np.array(datum.float_data).astype(float).reshape(datum.channels, datum.height, datum.width)

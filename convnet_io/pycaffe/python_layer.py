@@ -7,3 +7,7 @@ import contextlib
 @contextlib.contextmanager
 def python_layers_allowed(allowed: bool):
     yield
+
+
+def allow_python_layers_by_default(allowed: bool) -> None:
+    pass
