@@ -16,7 +16,7 @@ f32 = np.float32
 
 def c_round(v: float) -> int:
     """C's round(): halves away from zero."""
-    return int(math.floor(abs(v) + 0.5)) * (1 if v >= 0 else -1)
+    return math.floor(abs(v) + 0.5) * (1 if v >= 0 else -1)
 
 
 def pooled_size(size, kernel, stride, pad, ceil=True, any_pad=False):
@@ -118,10 +118,10 @@ def roi_pooling(features, rois, pooled, spatial_scale):
         bh, bw = f32(rh) / f32(ph_n), f32(rw) / f32(pw_n)
         for ph in range(ph_n):
             for pw in range(pw_n):
-                hs = min(max(int(math.floor(f32(ph) * bh)) + sh, 0), h)
-                he = min(max(int(math.ceil(f32(ph + 1) * bh)) + sh, 0), h)
-                ws = min(max(int(math.floor(f32(pw) * bw)) + sw, 0), w)
-                we = min(max(int(math.ceil(f32(pw + 1) * bw)) + sw, 0), w)
+                hs = min(max(math.floor(f32(ph) * bh) + sh, 0), h)
+                he = min(max(math.ceil(f32(ph + 1) * bh) + sh, 0), h)
+                ws = min(max(math.floor(f32(pw) * bw) + sw, 0), w)
+                we = min(max(math.ceil(f32(pw + 1) * bw) + sw, 0), w)
                 if he <= hs or we <= ws:
                     continue  # an empty bin is 0
                 best = np.full(c, -FLT_MAX)
@@ -153,10 +153,10 @@ def psroi_pooling(features, rois, output_dim, group_size, spatial_scale):
         for ct in range(output_dim):
             for ph in range(g):
                 for pw in range(g):
-                    hs = min(max(int(math.floor(f32(ph) * bh + sh)), 0), h)
-                    he = min(max(int(math.ceil(f32(ph + 1) * bh + sh)), 0), h)
-                    ws = min(max(int(math.floor(f32(pw) * bw + sw)), 0), w)
-                    we = min(max(int(math.ceil(f32(pw + 1) * bw + sw)), 0), w)
+                    hs = min(max(math.floor(f32(ph) * bh + sh), 0), h)
+                    he = min(max(math.ceil(f32(ph + 1) * bh + sh), 0), h)
+                    ws = min(max(math.floor(f32(pw) * bw + sw), 0), w)
+                    we = min(max(math.ceil(f32(pw + 1) * bw + sw), 0), w)
                     if he <= hs or we <= ws:
                         continue
                     ch = (ct * g + ph) * g + pw
@@ -200,7 +200,7 @@ def region(x, biases, classes, anchors, softmax=True, thresh=0.2, nms_threshold=
     x = np.asarray(x, dtype=np.float64)
     n, rows, cols, _ = x.shape
     cell = 5 + classes
-    sig = lambda v: 1.0 / (1.0 + np.exp(-v))  # noqa: E731
+    sig = lambda v: 1.0 / (1.0 + np.exp(-v))
     result = []
     for b in range(n):
         src = x[b].reshape(-1, cell)

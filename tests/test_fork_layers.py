@@ -4,13 +4,13 @@ Fast R-CNN's ROIPooling, R-FCN's PSROIPooling, darknet/OpenCV's Reorg and Region
 ShuffleChannel, SENet's Axpy, ReLU6 and the depthwise type names; shape rules and bad input."""
 from __future__ import annotations
 
+import fork_reference as ref
 import numpy as np
 import pytest
-
-import fork_reference as ref
-from convnet_io.errors import ConvnetError
-from helpers import graph_from_text, input_layer, rel_err, run_single
+from helpers import graph_from_text, input_layer, rel_err
 from test_onnx_export import check_ref, export_case, ref_conv
+
+from convnet_io.errors import ConvnetError
 
 TOL = 1e-5
 
@@ -125,14 +125,13 @@ def test_reorg_is_darknets_permutation(tmp_path):
 def test_region_as_opencv(tmp_path):
     """OpenCV's defaults (thresh 0.2, NMS at 0.4): the ports' region_param has no field for them."""
     import torch
-
     from helpers import module_from_text
 
     classes, anchors = 3, 2
     x = _x((2, 4, 3, anchors * (5 + classes)), seed=4, scale=1.0)
     text = input_layer(x.shape) + ('layer { name: "region" type: "Region" bottom: "data" top: "region" '
                                    f'region_param {{ classes: {classes} coords: 4 boxes_of_each_grid: {anchors} softmax: true }} }}')
-    graph, module = module_from_text(text)
+    _, module = module_from_text(text)
     biases = np.array([3.0, 3.5, 2.5, 2.0], dtype=np.float32)  # large boxes: they overlap
     with torch.no_grad():
         module.layer("region").caffe_blobs()[0].copy_(torch.from_numpy(biases))
@@ -180,9 +179,10 @@ def test_bilinear_filler_deconvolution_upsamples():
     text = input_layer((1, 2, 4, 5)) + """
 layer { name: "up" type: "Deconvolution" bottom: "data" top: "up" convolution_param { num_output: 2 group: 2 kernel_size: 4 stride: 2 bias_term: false weight_filler { type: "bilinear" } } }
 """
-    from helpers import graph_from_text as _g  # noqa: F401
     import tempfile
     from pathlib import Path
+
+    from helpers import graph_from_text as _g  # noqa: F401
 
     path = Path(tempfile.mkdtemp()) / "up.prototxt"
     path.write_text(text)

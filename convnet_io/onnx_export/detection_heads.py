@@ -97,7 +97,7 @@ def export_psroi_pooling(ctx, node):
 def export_region(ctx, node):
     a = node.attrs
     x = node.bottoms[0]
-    n, rows, cols, _ = ctx.shape(x)
+    _, rows, cols, _ = ctx.shape(x)
     cell = a.coords + 1 + a.classes
     k = a.anchors
     v = ctx.add("Reshape", [x, ctx.ints(f"{node.name}_cells", [-1, rows, cols, k, cell])], name=f"{node.name}/cells")

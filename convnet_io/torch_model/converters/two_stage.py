@@ -13,7 +13,7 @@ from convnet_io.torch_model.registry import converter
 
 def _round(v: float) -> int:
     """C's round(): halves away from zero (Python's round() goes to even)."""
-    return int(math.floor(abs(v) + 0.5)) * (1 if v >= 0 else -1)
+    return math.floor(abs(v) + 0.5) * (1 if v >= 0 else -1)
 
 
 def roi_bins(start: int, size: int, pooled: int, limit: int) -> list[tuple[int, int]]:
