@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from typing import Any
 
 __version__ = "1.0.0"  # the Caffe release whose Python interface this follows
 
@@ -69,9 +70,9 @@ class Layer:
     """Base class of Python layers: ``setup``, ``reshape``, ``forward``, ``backward`` over
     ``bottom``/``top`` blob lists, ``self.param_str``, ``self.phase`` and ``self.blobs``."""
 
-    def __init__(self, param_str: str = "", phase: int = 1):
-        self.param_str = param_str
-        self.phase = phase
+    def __init__(self, param: Any = None):
+        self.param_str = param.python_param.param_str if param is not None else ""
+        self.phase = 1
         self.blobs: list = []
 
     def setup(self, bottom, top) -> None:

@@ -47,7 +47,7 @@ class Net:
     ``allow_python_layers=True`` lets ``type: "Python"`` layers import and run their module."""
 
     def __init__(self, network_file: str, *args: Any, phase: Any = None, level: int = 0,
-                 stages: Any = None, weights: str | None = None, allow_python_layers: bool = False):
+                 stages: Any = None, weights: str | None = None, allow_python_layers: bool | None = None):
         from convnet_io.caffe.prototxt import read_net
         from convnet_io.torch_model import CaffeModule
 
@@ -64,6 +64,7 @@ class Net:
         net_param, _ = read_net(network_file)
         from convnet_io.pycaffe.python_layer import python_layers_allowed
 
+        self._allow_python = allow_python_layers
         with python_layers_allowed(allow_python_layers):
             graph = build_net_graph(net_param, phase_name(phase), tuple(stages or ()), level,
                                     str(network_file))
@@ -91,6 +92,7 @@ class Net:
         return net
 
     def _setup(self, graph: Any, module: Any, net_param: Any, feeder: Any = None) -> None:
+        self._allow_python = getattr(self, "_allow_python", None)
         self._graph = self._base_graph = graph
         self._module = self._base_module = module
         self._net_param = net_param
@@ -260,10 +262,12 @@ class Net:
             key = tuple(sorted(shapes.items()))
             if key not in self._reshaped:
                 from convnet_io.graph.reshape import reshape_graph
+                from convnet_io.pycaffe.python_layer import python_layers_allowed
                 from convnet_io.torch_model import CaffeModule
 
-                graph = reshape_graph(base, shapes)
-                module = CaffeModule(graph)
+                with python_layers_allowed(self._allow_python):
+                    graph = reshape_graph(base, shapes)
+                    module = CaffeModule(graph)
                 module.share_weights_with(self._base_module)
                 self._reshaped[key] = (graph, module)
             self._graph, self._module = self._reshaped[key]

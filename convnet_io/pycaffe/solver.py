@@ -20,8 +20,11 @@ class Solver:
         from convnet_io.train.config import TrainOptions
         from convnet_io.train.trainer import Trainer
 
-        t = self._trainer = Trainer(TrainOptions(solver=str(filename), workers=0, device="cpu",
-                                                 solver_type=self.solver_type))
+        from convnet_io.pycaffe.python_layer import python_layers_allowed
+
+        with python_layers_allowed(None):
+            t = self._trainer = Trainer(TrainOptions(solver=str(filename), workers=0, device="cpu",
+                                                     solver_type=self.solver_type))
         t.solver.clear_diffs_after_update = False  # Caffe clears them when the next step starts
         feeder = t._feeder(t.train_graph, "TRAIN")
         t.train_feeds = feeder
