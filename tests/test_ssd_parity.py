@@ -194,3 +194,27 @@ def test_ssd_net_matches_opencv_and_onnxruntime(name, tmp_path):
     assert worst <= TOLERANCE
     assert_rows_equal(onnx["detection_out"], rows)
     print(f"{name}: {len(rows)} detections; ONNX Runtime max rel err {worst:.2e}")
+
+
+def test_deploy_text_round_trips_ssd_layers():
+    """deploy_text writes SSD's layers back (with the fields OpenCV's importer requires)."""
+    from test_deploy import assert_round_trip
+
+    from helpers import graph_from_text
+
+    for build in (mobilenet_ssd, face_detector):
+        assert_round_trip(graph_from_text(build()))
+    options = (
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 40 dim: 30 } } }\n'
+        'layer { name: "feat" type: "Input" top: "feat" input_param { shape { dim: 1 dim: 8 dim: 5 dim: 4 } } }\n'
+        'layer { name: "pb" type: "PriorBox" bottom: "feat" bottom: "data" top: "pb" prior_box_param { min_size: 7 '
+        'aspect_ratio: 2 aspect_ratio: 3 flip: false clip: true img_h: 40 img_w: 30 step_h: 8 step_w: 7.5 offset: 0.25 } }\n'
+        'layer { name: "n" type: "Normalize" bottom: "feat" top: "n" norm_param { across_spatial: true channel_shared: true eps: 0.01 } }\n'
+        'layer { name: "loc" type: "Input" top: "loc" input_param { shape { dim: 1 dim: 720 } } }\n'
+        'layer { name: "conf" type: "Input" top: "conf" input_param { shape { dim: 1 dim: 180 } } }\n'
+        'layer { name: "det" type: "DetectionOutput" bottom: "loc" bottom: "conf" bottom: "pb" top: "det" '
+        'detection_output_param { num_classes: 3 share_location: false background_label_id: -1 code_type: CORNER_SIZE '
+        'variance_encoded_in_target: true nms_param { nms_threshold: 0.6 eta: 0.9 } } }\n')
+    new = assert_round_trip(graph_from_text(options))
+    assert new.node("pb").attrs.aspect_ratios == (1.0, 2.0, 3.0)
+    assert new.node("det").attrs.top_k == -1 and new.node("det").attrs.confidence_threshold == -np.inf
