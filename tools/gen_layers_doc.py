@@ -37,6 +37,10 @@ NOTES = {
     "ImageData": "list file, root_folder, new_height/new_width, is_color, shuffle",
     "HDF5Data": "list of .h5 files; shape from --input-shape",
     "DummyData": "shapes from the layer",
+    "Permute": "SSD: order, completed with the axes it leaves out",
+    "PriorBox": "SSD: min/max sizes (their integer part, as the fork), aspect ratios with flip, clip, 1 or 4 variances, img_size or img_h/img_w, step or step_h/step_w, offset; a constant in ONNX",
+    "Normalize": "SSD: across_spatial, channel_shared, eps inside the square root",
+    "DetectionOutput": "SSD: CORNER/CENTER_SIZE/CORNER_SIZE decoding with variance, per-class NMS (top_k, eta), keep_top_k, confidence_threshold, share_location, background_label_id; rows 1x1xNx7 in Caffe-SSD's order; ONNX: TopK + NonMaxSuppression (eta 1 only)",
 }
 
 
