@@ -207,3 +207,26 @@ layer { name: "up" type: "Deconvolution" bottom: "data" top: "up" convolution_pa
 def test_bad_fork_layers_name_the_layer(layer, message):
     with pytest.raises(ConvnetError, match=message):
         graph_from_text(input_layer((1, 6, 6, 6)) + layer)
+
+
+def test_deploy_text_writes_the_fork_layers_back():
+    """deploy_text (what OpenCV and `convnet diff --against opencv` read) keeps every fork field."""
+    from convnet_io.caffe.deploy import deploy_text
+
+    text = (input_layer((1, 12, 8, 8)) + input_layer((3, 5), "rois") + POOL_MASK.replace("9 ", "8 ").replace("11 }", "8 }")
+            .split('layer { name: "up_size"')[0] + INTERP.replace("height: 7 width: 10", "height: 8 width: 8") + MOBILE
+            + """
+layer { name: "up1" type: "Upsample" bottom: "data" top: "up1" upsample_param { scale_h: 2 scale_w: 3 } }
+layer { name: "roi" type: "ROIPooling" bottom: "data" bottom: "rois" top: "roi" roi_pooling_param { pooled_h: 2 pooled_w: 3 spatial_scale: 0.25 } }
+layer { name: "ps" type: "PSROIPooling" bottom: "data" bottom: "rois" top: "ps" psroi_pooling_param { spatial_scale: 0.5 output_dim: 12 group_size: 1 } }
+layer { name: "reorg" type: "Reorg" bottom: "data" top: "reorg" reorg_param { stride: 2 } }
+layer { name: "perm" type: "Permute" bottom: "reorg" top: "perm" permute_param { order: 0 order: 2 order: 3 order: 1 } }
+layer { name: "region" type: "Region" bottom: "perm" top: "region" region_param { classes: 3 coords: 4 boxes_of_each_grid: 6 softmax: true } }
+""")
+    g1 = graph_from_text(text)
+    g2 = graph_from_text(deploy_text(g1))
+    for node in g1.nodes:
+        if not node.is_source:
+            other = g2.node(node.name)
+            assert (other.type, other.attrs, other.tops) == (node.type, node.attrs, node.tops), node.name
+    assert g2.shapes == {k: v for k, v in g1.shapes.items() if k in g2.shapes}

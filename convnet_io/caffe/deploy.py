@@ -30,6 +30,7 @@ from typing import Any, Callable
 from google.protobuf import text_format
 
 from convnet_io.caffe.deploy_detection import detection_writers
+from convnet_io.caffe.deploy_forks import fork_writers
 from convnet_io.caffe.proto import caffe_pb2
 from convnet_io.errors import ConvnetError, LayerError
 from convnet_io.graph import Filler, Graph, Node
@@ -381,6 +382,7 @@ WRITERS: dict[str, Callable[[Any, Any, Node, Graph], None]] = {
     "Silence": _none,
     "Parameter": _parameter,
 }
+WRITERS.update(fork_writers(_put, _put_always, _convolution))  # segmentation, two-stage, YOLO forks
 WRITERS.update(detection_writers(_put, _put_always, _filler))  # SSD's layers
 
 
