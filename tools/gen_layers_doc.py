@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "LAYERS.md"
 
 NOTES = {
-    "Pooling": "MAX/AVE (STOCHASTIC at TEST); ceil with Caffe's clip rule, FLOOR, global; AVE divisor counts padding, not the ceil overhang",
+    "Pooling": "MAX/AVE (STOCHASTIC at TEST); ceil with Caffe's clip rule, FLOOR, global; AVE divisor counts padding, not the ceil overhang; MAX mask top (plane index h*W+w, SegNet); the forks' ceil_mode",
     "LRN": "ACROSS_CHANNELS and WITHIN_CHANNEL; alpha divided by local_size (by local_size² within a channel) as Caffe",
     "Convolution": "group, dilation, separate h/w kernel/pad/stride, bias_term; C++ truncating output size",
     "Deconvolution": "group, stride, pad, bias_term",
@@ -40,6 +40,16 @@ NOTES = {
     "Permute": "SSD: order, completed with the axes it leaves out",
     "PriorBox": "SSD: min/max sizes (their integer part, as the fork), aspect ratios with flip, clip, 1 or 4 variances, img_size or img_h/img_w, step or step_h/step_w, offset; a constant in ONNX",
     "Normalize": "SSD: across_spatial, channel_shared, eps inside the square root",
+    "Upsample": "SegNet: max-unpooling by the pooling mask (scale, scale_h/w, pad_out_h/w, upsample_h/w); one bottom: YOLOv3 ports' nearest-neighbour scale; ONNX ScatterElements / Resize",
+    "Interp": "PSPNet/DeepLab: zoom_factor, shrink_factor, height/width, non-positive pad_beg/pad_end; bilinear with aligned corners as interp2",
+    "ROIPooling": "Fast R-CNN: pooled_h/w, spatial_scale; corners rounded half away from zero, empty bins 0; ONNX MaxRoiPool",
+    "PSROIPooling": "R-FCN: output_dim, group_size, spatial_scale; ONNX bin masks and Einsum",
+    "Reorg": "YOLOv2: darknet's reorg (forward=0) as OpenCV runs it, stride",
+    "Region": "YOLOv2 as OpenCV's region_layer.cpp: channels-last bottom, anchors as the blob, softmax, thresh 0.2, per-class NMS 0.4; ONNX NonMaxSuppression",
+    "ReLU6": "min(max(x, 0), 6)",
+    "ShuffleChannel": "ShuffleNet: group",
+    "Axpy": "SENet: a * X + Y, a per (n, c)",
+    "ConvolutionDepthwise": "MobileNet ports (also DepthwiseConvolution): Convolution with its group as written",
     "DetectionOutput": "SSD: CORNER/CENTER_SIZE/CORNER_SIZE decoding with variance, per-class NMS (top_k, eta), keep_top_k, confidence_threshold, share_location, background_label_id; rows 1x1xNx7 in Caffe-SSD's order; ONNX: TopK + NonMaxSuppression (eta 1 only)",
 }
 
