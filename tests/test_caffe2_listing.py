@@ -274,9 +274,9 @@ def test_init_shape_must_fit_the_layer():
 
 @pytest.mark.parametrize("body, pattern, line", [
     ("op: Relu (data)->(a) order:NCHW\n", "unknown or unsupported argument 'order'", 2),
-    ("op: MaxPool (data)->(a) kernel:3 order:NHWC\n", "NHWC", 2),
+    ("op: MaxPool (data)->(a) kernel:3 order:NCWH\n", "NCWH", 2),
     ("op: MaxPool (data)->(a) kernel:3 pad_t:1 pad_b:0 pad_l:1 pad_r:1\n", "asymmetric", 2),
-    ("op: MaxPool (data)->(a) kernel:3 legacy_pad:2\n", "SAME", 2),
+    ("op: AveragePool (data)->(a) kernel:4 legacy_pad:2\n", "SAME", 2),  # pads 1 and 2: not Caffe
     ("op: MaxPool (data)->(a)\n", "kernel", 2),
     ("op: Relu (data)->(a) engine:CUDNN\nop: Relu (a b)->(c)\n", "takes 1 input", 3),
     ("op: LRN (data)->(n s) size:3\nop: Relu (s)->(r)\n", "auxiliary output of LRN", 3),

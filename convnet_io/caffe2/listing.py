@@ -76,6 +76,7 @@ class _Translator:
         self.weighted: dict[int, str] = {}
         self.shared: set[str] = set()
         self.inputs: list[str] = []
+        self.same_ops: list[tuple[str, Op, tuple[int, int], tuple[int, int]]] = []  # legacy_pad SAME layers
         self._plan()
 
     # -- before translating: names of weighted layers, external inputs ---------------------------
@@ -200,6 +201,11 @@ def _translate(text: str, path: str) -> _Translation:
 
 def translate_ops(listing: _Listing, path: str) -> _Translation:
     """Ops (fills and predict ops, from a listing or a NetDef) translated into Caffe layers."""
+    from convnet_io.caffe2.prepass import rewrite_nhwc
+
+    fills, predict = rewrite_nhwc([op for op in listing.ops if op.type in _FILLERS],
+                                  [op for op in listing.ops if op.type not in _FILLERS], {})
+    listing = _Listing([*fills, *predict], listing.inputs, listing.name)
     t = _Translator(listing, path)
     net = t.run(listing.name, listing.inputs)
     param_map: dict[str, tuple[str, int]] = {}
@@ -271,6 +277,10 @@ def translation_to_graph(tr: _Translation, path: str,
         if op is None:
             raise
         raise op.error(f"as Caffe {e.layer_type or 'layer'} '{e.layer}': {e.message}") from None
+    if t.same_ops:
+        from convnet_io.caffe2.legacy_pad import resolve_same
+
+        graph = resolve_same(net, graph, t.same_ops, path)
     _check_param_shapes(graph, t)
     _check_softmax(graph, t)
     return graph

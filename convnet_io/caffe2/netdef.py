@@ -21,7 +21,7 @@ from convnet_io.caffe2.listing import _Translation, translate_ops, translation_t
 from convnet_io.caffe2.listing_text import _Listing
 from convnet_io.caffe2.netdef_files import resolve
 from convnet_io.caffe2.op import Arg, Op
-from convnet_io.caffe2.prepass import rewrite_for_caffe
+from convnet_io.caffe2.prepass import data_inputs, rewrite_for_caffe
 from convnet_io.caffe2.proto import caffe2_pb2
 from convnet_io.caffe2.wire import read_netdef_with_arrays
 from convnet_io.errors import ConvnetError
@@ -182,9 +182,12 @@ def translate_netdef(net: str | Path, input_shapes: dict[str, Shape] | Shape | N
     if pair.init is None:
         raise ConvnetError(f"{pair}: no init net beside it (init_net.pb): pass --init init_net.pb")
     predict_net, _ = read_netdef(pair)
-    predict = netdef_ops(predict_net, str(pair))
+    predict, fed = data_inputs(netdef_ops(predict_net, str(pair)))
     shapes: dict[str, Shape] = read_value_info(pair.value_info) if pair.value_info else {}
-    init = _read_init(pair.init, predict, _data_inputs(predict, set(shapes)))
+    for blob, shape in fed.items():
+        if shape is not None:
+            shapes.setdefault(blob, shape)
+    init = _read_init(pair.init, predict, _data_inputs(predict, {*shapes, *fed}))
     fills, predict_ops = rewrite_for_caffe(init, predict)
     name = predict_net.name or Path(str(pair)).parent.name or Path(str(pair)).stem
     listing = _Listing([*fills, *predict_ops], {k: (v, None) for k, v in shapes.items()}, name)

@@ -164,9 +164,14 @@ def _convolution(t: "_Translator", op: Op, caffe_type: str) -> None:
     stride = _pair(op, "stride", 1)
     dilation = _pair(op, "dilation", 1)
     pad = _pads(op)
-    if _legacy_pad(op, (0, 1)) == 1:  # VALID: Caffe2 ignores the pads
+    legacy = _legacy_pad(op, (0, 1, 2))
+    if legacy in (1, 2):  # VALID and SAME: Caffe2 ignores the pads; SAME's are set once shapes are known
         pad = (0, 0)
+    if legacy == 2 and dilation != (1, 1):
+        raise op.arg_error("legacy_pad", "Caffe2 refuses legacy_pad SAME with dilation")
     layer = t.layer(op, caffe_type, [t.bottom(op, 0)], t.weighted_name(op))
+    if legacy == 2:
+        t.same_ops.append((layer.name, op, kernel, stride))
     p = layer.convolution_param
     p.num_output = w.shape[0] if caffe_type == "Convolution" else w.shape[1] * group
     p.bias_term = len(op.inputs) == 3
@@ -286,8 +291,8 @@ def _pooling(t: "_Translator", op: Op, method: int) -> None:
     kernel = _pair(op, "kernel", None)
     stride = _pair(op, "stride", 1)
     pad = _pads(op)
-    legacy = _legacy_pad(op, (0, 1, 3))
-    if legacy == 1:  # VALID: Caffe2 ignores the pads
+    legacy = _legacy_pad(op, (0, 1, 2, 3))
+    if legacy in (1, 2):  # VALID and SAME: Caffe2 ignores the pads; SAME's are set once shapes are known
         pad = (0, 0)
     if (method == caffe_pb2.PoolingParameter.AVE and pad != (0, 0) and not glob
             and not op.get_bool("count_include_pad")):
@@ -321,6 +326,8 @@ def _pooling(t: "_Translator", op: Op, method: int) -> None:
             p.pad_h, p.pad_w = pad
     P = caffe_pb2.PoolingParameter
     p.round_mode = P.CEIL if legacy == 3 else P.FLOOR
+    if legacy == 2 and not glob:
+        t.same_ops.append((layer.name, op, kernel, stride))
 
 
 @converter("Dropout", args=("ratio", "is_test"), max_outputs=2)
@@ -442,3 +449,7 @@ def _reshape(t: "_Translator", op: Op) -> None:
 @converter("Copy", "Alias")
 def _copy(t: "_Translator", op: Op) -> None:
     t.layer(op, "Split", [t.bottom(op, 0)])
+
+
+# Registered on import: the shape, identity and elementwise operators beyond these families.
+from convnet_io.caffe2 import operators_extra  # noqa: E402,F401
