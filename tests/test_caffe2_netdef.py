@@ -253,3 +253,82 @@ def test_cli_build_run_diff_export_with_caffe2(tmp_path):
     assert (tmp_path / "again" / "init_net.pb").read_bytes() == (tmp_path / "pair" / "init_net.pb").read_bytes()
     r = runner.invoke(cli, ["build", "--init", str(tmp_path / "pair" / "init_net.pb")])
     assert r.exit_code == 2 and "--init needs --caffe2" in r.output
+
+
+# -- every layer type the writer knows, in one net -------------------------------------------------
+
+ALL_TYPES = """
+name: "alltypes"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 4 dim: 9 dim: 8 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+  convolution_param { num_output: 6 kernel_h: 3 kernel_w: 2 stride_h: 1 stride_w: 2 pad_h: 1 pad_w: 0 group: 2 } }
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" batch_norm_param { eps: 0.001 } }
+layer { name: "bn_sc" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: true } }
+layer { name: "prelu" type: "PReLU" bottom: "conv" top: "conv" }
+layer { name: "dil" type: "Convolution" bottom: "conv" top: "dil"
+  convolution_param { num_output: 6 kernel_size: 3 pad: 2 dilation: 2 } }
+layer { name: "leaky" type: "ReLU" bottom: "dil" top: "dil" relu_param { negative_slope: 0.1 } }
+layer { name: "sum" type: "Eltwise" bottom: "conv" bottom: "dil" top: "sum" }
+layer { name: "prod" type: "Eltwise" bottom: "conv" bottom: "dil" top: "prod" eltwise_param { operation: PROD } }
+layer { name: "max" type: "Eltwise" bottom: "sum" bottom: "prod" top: "max" eltwise_param { operation: MAX } }
+layer { name: "sig" type: "Sigmoid" bottom: "max" top: "sig" }
+layer { name: "tanh" type: "TanH" bottom: "sum" top: "tanh" }
+layer { name: "elu" type: "ELU" bottom: "prod" top: "elu" elu_param { alpha: 0.5 } }
+layer { name: "clip" type: "Clip" bottom: "elu" top: "clip" clip_param { min: -0.3 max: 0.4 } }
+layer { name: "cat" type: "Concat" bottom: "sig" bottom: "tanh" bottom: "clip" top: "cat" }
+layer { name: "shuffle" type: "ShuffleChannel" bottom: "cat" top: "shuffle" shuffle_channel_param { group: 3 } }
+layer { name: "lrn" type: "LRN" bottom: "shuffle" top: "lrn" lrn_param { local_size: 3 alpha: 0.01 beta: 0.75 } }
+layer { name: "deconv" type: "Deconvolution" bottom: "lrn" top: "deconv"
+  convolution_param { num_output: 4 kernel_size: 2 stride: 2 } }
+layer { name: "pool" type: "Pooling" bottom: "deconv" top: "pool" pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "avepool" type: "Pooling" bottom: "deconv" top: "avepool" pooling_param { pool: AVE global_pooling: true } }
+layer { name: "chscale" type: "Scale" bottom: "pool" top: "chscale" }
+layer { name: "chbias" type: "Bias" bottom: "chscale" top: "chbias" }
+layer { name: "power" type: "Power" bottom: "chbias" top: "power" power_param { scale: 0.5 } }
+layer { name: "perm" type: "Permute" bottom: "power" top: "perm" permute_param { order: 0 order: 2 order: 3 order: 1 } }
+layer { name: "flat" type: "Flatten" bottom: "perm" top: "flat" }
+layer { name: "drop" type: "Dropout" bottom: "flat" top: "flat" dropout_param { dropout_ratio: 0.3 } }
+layer { name: "fc" type: "InnerProduct" bottom: "flat" top: "fc" inner_product_param { num_output: 5 } }
+layer { name: "fct" type: "InnerProduct" bottom: "flat" top: "fct" inner_product_param { num_output: 5 transpose: true } }
+layer { name: "sq" type: "Reshape" bottom: "avepool" top: "sq" reshape_param { shape { } axis: 2 num_axes: 2 } }
+layer { name: "ex" type: "Reshape" bottom: "sq" top: "ex" reshape_param { shape { dim: 1 } axis: 1 num_axes: 0 } }
+layer { name: "re" type: "Reshape" bottom: "fc" top: "re" reshape_param { shape { dim: 0 dim: 5 dim: 1 } } }
+layer { name: "prob" type: "Softmax" bottom: "fct" top: "prob" }
+"""
+
+
+def test_every_written_layer_type_reads_back_and_computes_the_same(tmp_path):
+    net_file = tmp_path / "all.prototxt"
+    net_file.write_text(ALL_TYPES)
+    proto = load_graph(net_file)
+    blobs = cheap_blobs(proto, seed=5)
+    mean, var, _ = blobs["bn"]
+    blobs["bn"] = [mean * 2, np.abs(var) * 2 + 0.5, np.array([2.0], np.float32)]  # Caffe's stored factor
+    write_netdef_pair(proto, blobs, tmp_path / "a")
+    g1, b1 = netdef_graph_and_blobs(tmp_path / "a")
+    a, b = _net(g1, b1), _net(proto, blobs)
+    x = np.random.default_rng(0).standard_normal((2, 4, 9, 8), dtype=np.float32)
+    names = ["conv", "dil", "sum", "prod", "max", "cat", "shuffle", "lrn", "deconv", "pool", "avepool", "chbias",
+             "power", "perm", "flat", "fc", "fct", "sq", "ex", "re", "prob"]
+    out_a, out_b = a.forward(x, blobs=names), b.forward(x, blobs=names)
+    for name in names:
+        assert out_a[name].shape == out_b[name].shape, name
+        np.testing.assert_allclose(out_a[name], out_b[name], rtol=1e-4, atol=1e-5, err_msg=name)
+    types = [op.type for op in read_netdef(tmp_path / "a" / "predict_net.pb")[0].op]
+    for t in ("SpatialBN", "PRelu", "LeakyRelu", "Sum", "Mul", "Max", "Elu", "Clip", "ChannelShuffle", "LRN",
+              "ConvTranspose", "MaxPool", "AveragePool", "Add", "Scale", "Transpose", "Flatten", "Dropout", "FC",
+              "FCTransposed", "Squeeze", "ExpandDims", "Reshape", "Softmax", "Concat", "Sigmoid", "Tanh"):
+        assert t in types, t
+    write_netdef_pair(g1, b1, tmp_path / "b")
+    g2, b2 = netdef_graph_and_blobs(tmp_path / "b")
+    same_graph(g1, g2)
+    assert all(np.array_equal(x, y) for k in b1 for x, y in zip(b1[k], b2[k]))
+
+
+def test_layer_without_caffe2_operator_is_named(tmp_path):
+    net_file = tmp_path / "n.prototxt"
+    net_file.write_text('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 } } }\n'
+                        'layer { name: "abs" type: "AbsVal" bottom: "data" top: "abs" }\n')
+    g = load_graph(net_file)
+    with pytest.raises(ConvnetError, match="layer 'abs' \\(AbsVal\\): Caffe type AbsVal has no Caffe2 operator"):
+        netdef_pair(g, {})

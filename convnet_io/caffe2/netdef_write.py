@@ -204,6 +204,15 @@ def _flatten(w: _Writer, node: Node) -> None:
 @_writes("Reshape")
 def _reshape(w: _Writer, node: Node) -> None:
     a = node.attrs
+    if a.num_axes > 0 and not a.shape and a.axis >= 0:  # axes of size 1 removed
+        w.op(node, "Squeeze", w.bottoms(node), dims=list(range(a.axis, a.axis + a.num_axes)))
+        return
+    if a.num_axes == 0 and a.shape and set(a.shape) == {1} and a.axis >= 0:  # axes of size 1 inserted
+        w.op(node, "ExpandDims", w.bottoms(node), dims=list(range(a.axis, a.axis + len(a.shape))))
+        return
+    if tuple(a.shape) == (-1,) and a.axis == 0 and a.num_axes == -1:
+        w.op(node, "FlattenToVec", w.bottoms(node))
+        return
     if a.axis != 0 or a.num_axes != -1:
         raise LayerError(node.name, "Caffe2's Reshape replaces the whole shape: axis 0, num_axes -1 only", node.type)
     top = w.blob(node.tops[0])  # Caffe2's Reshape also writes the old shape
@@ -219,6 +228,22 @@ def _split(w: _Writer, node: Node) -> None:
 @_writes("ShuffleChannel")
 def _shuffle(w: _Writer, node: Node) -> None:
     w.op(node, "ChannelShuffle", w.bottoms(node), group=node.attrs.group, order="NCHW")
+
+
+@_writes("Permute")
+def _permute(w: _Writer, node: Node) -> None:
+    rank = len(w.graph.shapes[node.bottoms[0]])
+    order = [*node.attrs.order, *(i for i in range(rank) if i not in node.attrs.order)]
+    w.op(node, "Transpose", w.bottoms(node), axes=order)
+
+
+@_writes("Power")
+def _power(w: _Writer, node: Node) -> None:
+    a = node.attrs
+    if a.power != 1 or a.shift != 0:
+        raise LayerError(node.name, "only Power with power 1 and shift 0 (Caffe2's Scale) has a Caffe2 operator",
+                         node.type)
+    w.op(node, "Scale", w.bottoms(node), scale=float(a.scale))
 
 
 @_writes("Scale")

@@ -7,6 +7,7 @@
 * ImageInput-style data ops: their first output is an input of the net (the batch size and
   crop give its shape where they are stated); the op itself is dropped.
 * A Reshape whose shape is an integer fill of the init net takes the shape as an argument.
+* An FC weight read with ``axis_w`` is filled as the matrix it is read as.
 """
 from __future__ import annotations
 
@@ -134,4 +135,25 @@ def rewrite_for_caffe(init: "InitNet", predict: list[Op]) -> tuple[list[Op], lis
             shape = [int(v) for v in init.ints[op.inputs[1]]]
             op = replace(op, inputs=op.inputs[:1], input_cols=op.input_cols[:1], args=_with_args(op, shape=shape))
         out.append(op)
-    return rewrite_nhwc(list(init.fills), out, init.values)
+    fills = _fc_weights_2d(list(init.fills), out, init.values)
+    return rewrite_nhwc(fills, out, init.values)
+
+
+def _fc_weights_2d(fills: list[Op], predict: list[Op], values: dict[str, np.ndarray]) -> list[Op]:
+    """FC's ``axis_w``: W is read as a matrix, its axes before axis_w one side, the rest the other:
+    the init fill gives the 2-D shape Caffe's InnerProduct stores."""
+    fill_of = {op.outputs[0]: i for i, op in enumerate(fills)}
+    for i, op in enumerate(predict):
+        if op.type not in ("FC", "FCTransposed") or op.get_int("axis_w", 1) == 1 or len(op.inputs) < 2:
+            continue
+        w, axis_w = op.inputs[1], op.get_int("axis_w")
+        if w in fill_of:
+            fill = fills[fill_of[w]]
+            shape = fill.get_ints("shape") or []
+            if 0 < axis_w < len(shape):
+                flat = [int(np.prod(shape[:axis_w])), int(np.prod(shape[axis_w:]))]
+                fills[fill_of[w]] = replace(fill, args=_with_args(fill, shape=flat))
+                if w in values:
+                    values[w] = values[w].reshape(flat)
+                predict[i] = replace(op, args=_with_args(op, axis_w=None))
+    return fills
