@@ -156,6 +156,8 @@ def test_clashing_numbers_keep_bvlc_and_ssd_owners():
     fork_types = {t for types, _ in fork_fields.FORK_PARAMS.values() for t in types}
     for by_type in fork_fields.CLASHES.values():
         assert set(by_type) <= fork_types
+        for type_, field in by_type.items():
+            assert type_ in fork_fields.FORK_PARAMS[field][0]
 
 
 @pytest.mark.parametrize("enum_name", sorted(ENUMS))
@@ -201,3 +203,46 @@ def test_fork_prototxt_parses_and_binary_round_trips():
     # Field 203 on the wire is SSD's prior_box_param.
     raw = caffe_pb2.LayerParameter(prior_box_param=caffe_pb2.PriorBoxParameter(step=8)).SerializeToString()
     assert raw[:2] == bytes([(203 << 3 | 2) & 0x7F | 0x80, (203 << 3 | 2) >> 7])
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field, written by hand as a fork's binary would hold it."""
+    def varint(v):
+        out = b""
+        while True:
+            b, v = v & 0x7F, v >> 7
+            out += bytes([b | (0x80 if v else 0)])
+            if not v:
+                return out
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+@pytest.mark.parametrize("number,type_,field,payload,expect", [
+    (137, "Upsample", "upsample_param", b"\x08\x04\x30\x0a\x38\x0c", {"scale": 4, "upsample_h": 10, "upsample_w": 12}),
+    (143, "Interp", "interp_param", b"\x18\x08", {"zoom_factor": 8}),
+    (148, "Reorg", "reorg_param", b"\x08\x02\x10\x01", {"stride": 2, "reverse": True}),
+    (149, "Region", "region_param", b"\x08\x50\x18\x09", {"classes": 80, "boxes_of_each_grid": 9}),
+    (150, "PriorBox", "prior_box_param", b"\x0d\x00\x00\xf0\x41", {"min_size": [30.0]}),
+    (201, "Proposal", "proposal_param", b"\x08\x10\x30\xe8\x07", {"feat_stride": 16, "pre_nms_topn": 1000}),
+])
+def test_binary_fork_numbers_are_read_by_layer_type(tmp_path, number, type_, field, payload, expect):
+    """A fork's binary net whose layer holds the fork's number for its parameter (SegNet's 137,
+    PSPNet's 143, ...) reads that parameter, not this schema's owner of the number."""
+    from convnet_io.caffe.prototxt import read_net_parameter
+
+    layer = caffe_pb2.LayerParameter(name="x", type=type_).SerializeToString() + _field(number, payload)
+    path = tmp_path / "fork.caffemodel"
+    path.write_bytes(_field(100, layer))
+    net = read_net_parameter(path)
+    got = getattr(net.layer[0], field)
+    for name, value in expect.items():
+        assert (list(getattr(got, name)) if isinstance(value, list) else getattr(got, name)) == value
+    owner = caffe_pb2.LayerParameter.DESCRIPTOR.fields_by_number.get(number)
+    if owner is not None and owner.name != field:
+        assert not net.layer[0].HasField(owner.name)
+    # The same number on a layer of the schema's own type keeps the schema's meaning.
+    if number == 143:
+        plain = caffe_pb2.LayerParameter(name="in", type="Input", input_param=caffe_pb2.InputParameter(
+            shape=[caffe_pb2.BlobShape(dim=[1, 3])]))
+        path.write_bytes(_field(100, plain.SerializeToString()))
+        assert list(read_net_parameter(path).layer[0].input_param.shape[0].dim) == [1, 3]

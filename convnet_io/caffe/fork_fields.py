@@ -49,21 +49,52 @@ MOVED: dict[tuple[str, str], tuple[int, str, str]] = {
     ("DetectionOutputParameter", "normalized_bbox"): (10, "OpenCV", "DetectionOutput"),
 }
 
-# Numbers a fork gave to a field that this schema numbers differently (the
-# number may belong to another field here, or to none): (message, number) ->
-# {layer type: field name in the fork}. A binary layer of the listed type
-# carrying that number meant the fork's field.
-CLASHES: dict[tuple[str, int], dict[str, str]] = {
-    ("LayerParameter", 137): {"Upsample": "upsample_param (SegNet)"},
-    ("LayerParameter", 143): {"Interp": "interp_param (PSPNet, DeepLab v2)"},
-    ("LayerParameter", 148): {"Reorg": "reorg_param (YOLOv2 ports)",
-                              "Permute": "permute_param (OpenCV)"},
-    ("LayerParameter", 147): {"DetectionOutput": "detection_output_param (OpenCV)"},
-    ("LayerParameter", 149): {"Region": "region_param (YOLOv2 ports)",
-                              "Normalize": "norm_param (OpenCV)"},
-    ("LayerParameter", 150): {"PriorBox": "prior_box_param (OpenCV)"},
-    ("LayerParameter", 201): {"Proposal": "proposal_param (OpenCV)"},
+# Numbers a fork gave to a field that this schema numbers differently (the number may belong
+# to another field here, or to none): LayerParameter number -> {layer type: the field meant}.
+# A binary layer of the listed type carrying that number meant the fork's field
+# (``pick_by_layer_type``). 137: SegNet; 143: PSPNet/DeepLab v2; 147-150: OpenCV's numbering of
+# the SSD fields (148 also the YOLOv2 ports' reorg_param, 149 their region_param); 201: OpenCV.
+CLASHES: dict[int, dict[str, str]] = {
+    137: {"Upsample": "upsample_param"},
+    143: {"Interp": "interp_param"},
+    147: {"DetectionOutput": "detection_output_param"},
+    148: {"Reorg": "reorg_param", "Permute": "permute_param"},
+    149: {"Region": "region_param", "Normalize": "norm_param"},
+    150: {"PriorBox": "prior_box_param"},
+    201: {"Proposal": "proposal_param"},
 }
+
+
+def pick_by_layer_type(net) -> list[str]:
+    """Re-read the clashing fields of a binary NetParameter by each layer's type; returns notes.
+
+    A field decoded under this schema's owner of the number (SegNet's Upsample 137 read as
+    embed_param) is serialised back, unknown fields included, and parsed as the fork's message."""
+    from google.protobuf.unknown_fields import UnknownFieldSet
+
+    notes = []
+    by_number = net.DESCRIPTOR.fields_by_name["layer"].message_type.fields_by_number
+    for layer in net.layer:
+        for number, by_type in CLASHES.items():
+            target = by_type.get(layer.type)
+            if target is None or layer.HasField(target):
+                continue
+            owner = by_number.get(number)
+            if owner is not None and owner.name != target and layer.HasField(owner.name):
+                data = getattr(layer, owner.name).SerializePartialToString()
+                layer.ClearField(owner.name)
+            elif owner is None:
+                chunks = [f.data for f in UnknownFieldSet(layer) if f.field_number == number and f.wire_type == 2]
+                if not chunks:
+                    continue
+                data = b"".join(chunks)
+            else:
+                continue
+            getattr(layer, target).MergeFromString(data)
+            notes.append(f"layer '{layer.name}' ({layer.type}): field {number} read as {target}, "
+                         "the fork's meaning of that number for this type")
+    return notes
+
 
 # *_param fields of forks whose messages are not in caffe.proto.
 KNOWN_ELSEWHERE: dict[str, str] = {

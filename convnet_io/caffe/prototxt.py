@@ -8,7 +8,7 @@ from typing import Any
 from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
-from convnet_io.caffe.fork_fields import explain_unknown_field
+from convnet_io.caffe.fork_fields import explain_unknown_field, pick_by_layer_type
 from convnet_io.caffe.proto import caffe_pb2
 from convnet_io.errors import ConvnetError, ParseError
 from convnet_io.limits import memory_budget, read_bytes_limited
@@ -62,6 +62,7 @@ def read_net_parameter(path: str | Path) -> caffe_pb2.NetParameter:
             net.ParseFromString(read_bytes_limited(p, memory_budget(), "binary net"))
         except (DecodeError, OSError) as e:
             raise ConvnetError(f"{path}: not a binary NetParameter: {e}") from None
+        pick_by_layer_type(net)  # numbers two forks gave to different fields, read by layer type
         return net
     return parse_net_text(read_text(p), str(path))
 
