@@ -4,10 +4,11 @@ caffe.proto holds one superset schema: BVLC's messages plus the forks'. A
 field keeps its fork's number unless two sources gave that number to different
 things; then BVLC wins over a fork, the SSD fork over OpenCV's copy, and the
 loser lives at 20000 + its number (see the comments in caffe.proto). Text
-prototxt is read by name, so it is unaffected; `MOVED` says, for binary files,
-which layer type a clashing number belongs to. `KNOWN_ELSEWHERE` names `*_param`
-fields of forks whose layers convnet does not implement, so an error about one
-can say where it comes from.
+prototxt is read by name, so it is unaffected; `MOVED` lists the moved fields,
+and in a binary net `pick_by_layer_type` reads a clashing number (`CLASHES`) as
+the field the layer's type means. `KNOWN_ELSEWHERE` names `*_param` fields of
+forks whose layers convnet does not implement, so an error about one can say
+where it comes from.
 """
 
 from __future__ import annotations
