@@ -150,6 +150,8 @@ def _conv_transpose(t: "_Translator", op: Op) -> None:
                        op.args[next(n for n in ("adj", "adj_h", "adj_w") if op.has(n))].col)
     if _pair(op, "dilation", 1) != (1, 1):
         raise op.error("Caffe2's ConvTranspose has no dilation")
+    if op.get_int("legacy_pad", 0) == 2:  # ConvTranspose sizes SAME its own way (conv_transpose_unpool_op_base.h)
+        raise op.arg_error("legacy_pad", "legacy_pad SAME on ConvTranspose is not supported")
     _convolution(t, op, "Deconvolution")
 
 

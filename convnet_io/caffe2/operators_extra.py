@@ -80,7 +80,7 @@ def _expand_dims(t: "_Translator", op: Op) -> None:
     p.shape.dim.extend([1] * n)
 
 
-@converter("ChannelShuffle", args=("group", "order", "kernel"))
+@converter("ChannelShuffle", args=("group", "order"))
 def _channel_shuffle(t: "_Translator", op: Op) -> None:
     """ChannelShuffle(group) -> ShuffleChannel: channels as (group, C / group), transposed, in both."""
     _order(op)
