@@ -50,6 +50,9 @@ NOTES = {
     "ShuffleChannel": "ShuffleNet: group",
     "Axpy": "SENet: a * X + Y, a per (n, c)",
     "ConvolutionDepthwise": "MobileNet ports (also DepthwiseConvolution): Convolution with its group as written",
+    "LSTM": "x (T×N×…), cont, x_static, expose_hidden (h_0/c_0 in, h_T/c_T out); blobs W_xc, b_c, [W_xc_static], W_hc, gates i, f, o, g; Caffe's LSTMUnit gradient; state carried across TRAIN passes; ONNX Scan over time (any T)",
+    "RNN": "x (T×N×…), cont, x_static, expose_hidden (h_0 in, h_T out); blobs W_xh, b_h, [W_xh_static], W_hh, W_ho, b_o, tanh; state carried across TRAIN passes; ONNX Scan over time (any T)",
+    "LSTMUnit": "c_{t-1}, gates (i, f, o, g), cont_t; forget gate 0 where cont is 0, otherwise cont·σ; Caffe's backward",
     "DetectionOutput": "SSD: CORNER/CENTER_SIZE/CORNER_SIZE decoding with variance, per-class NMS (top_k, eta), keep_top_k, confidence_threshold, share_location, background_label_id; rows 1x1xNx7 in Caffe-SSD's order; ONNX: TopK + NonMaxSuppression (eta 1 only)",
 }
 
