@@ -195,6 +195,13 @@ def test_ssd_net_matches_opencv_and_onnxruntime(name, tmp_path):
     assert_rows_equal(onnx["detection_out"], rows)
     print(f"{name}: {len(rows)} detections; ONNX Runtime max rel err {worst:.2e}")
 
+    # Batch 2 on the same export (dynamic batch): image 0's rows are the batch-1 rows.
+    x2 = np.concatenate([x, np.random.default_rng(1).standard_normal(shape).astype(np.float32)])
+    both = OnnxRuntimeRunner(net, device="cpu").run({"data": x2})["detection_out"].reshape(-1, 7)
+    assert_rows_equal(both, TorchRunner(net).run({"data": x2})["detection_out"])
+    assert_rows_equal(both[both[:, 0] == 0], rows)
+    assert (both[:, 0] == 1).any()
+
 
 def test_deploy_text_round_trips_ssd_layers():
     """deploy_text writes SSD's layers back (with the fields OpenCV's importer requires)."""
