@@ -267,3 +267,64 @@ def bilinear_filler(shape):
         xx, yy = i % k, (i // k) % shape[-2]
         flat[i] = (1 - abs(xx / f - c)) * (1 - abs(yy / f - c))
     return w
+
+
+def proposal(scores, deltas, im_info, feat_stride, base_size, ratios, scales, pre_nms_topn, post_nms_topn,
+             nms_thresh):
+    """OpenCV's ProposalLayer (proposal_layer.cpp): its PriorBox (explicit sizes, step = stride,
+    offset = base / (2 stride), pixel boxes with xmax = cx + w/2 - 1), then its DetectionOutput
+    (CENTER_SIZE, variance in target, not normalized: prior sizes + 1; clipped to [0, cols - 1] x
+    [0, rows - 1]; scores > 0, stable sort, top_k = pre_nms_topn, NMSFast_ with JaccardOverlap
+    over (w + 1)(h + 1) areas, at most post_nms_topn kept); rows (0, x1, y1, x2, y2), zeros after."""
+    scores, deltas = np.asarray(scores, np.float32), np.asarray(deltas, np.float32)
+    _, c, h, w = scores.shape
+    count = c // 2
+    sizes = []
+    for r in ratios:
+        width = math.floor(f32(base_size) / math.sqrt(f32(r)) + 0.5)
+        height = math.floor(f32(width) * f32(r) + f32(0.5))
+        sizes += [(f32(s) * f32(width), f32(s) * f32(height)) for s in scales]
+    offset = f32(0.5 * base_size / feat_stride)
+    boxes, conf = [], []
+    rows, cols = int(np.asarray(im_info).ravel()[0]), int(np.asarray(im_info).ravel()[1])
+
+    def size(b):
+        if b[2] < b[0] or b[3] < b[1]:
+            return f32(0)
+        return f32((b[2] - b[0] + f32(1)) * (b[3] - b[1] + f32(1)))
+
+    for y in range(h):
+        for x in range(w):
+            for i, (bw, bh) in enumerate(sizes):
+                cx, cy = (f32(x) + offset) * f32(feat_stride), (f32(y) + offset) * f32(feat_stride)
+                prior = [cx - bw * f32(0.5), cy - bh * f32(0.5), cx + bw * f32(0.5) - f32(1), cy + bh * f32(0.5) - f32(1)]
+                pw, ph = prior[2] - prior[0] + f32(1), prior[3] - prior[1] + f32(1)
+                pcx, pcy = prior[0] + pw * f32(0.5), prior[1] + ph * f32(0.5)
+                dx, dy, dw, dh = (deltas[0, 4 * i + k, y, x] for k in range(4))
+                ccx, ccy = dx * pw + pcx, dy * ph + pcy
+                ww, hh = f32(math.exp(dw)) * pw, f32(math.exp(dh)) * ph
+                b = [ccx - ww * f32(0.5), ccy - hh * f32(0.5), ccx + ww * f32(0.5), ccy + hh * f32(0.5)]
+                bounds = [cols - 1, rows - 1, cols - 1, rows - 1]
+                boxes.append([f32(max(min(v, f32(m)), f32(0))) for v, m in zip(b, bounds)])
+                conf.append(scores[0, count + i, y, x])
+    order = sorted((i for i in range(len(conf)) if conf[i] > 0), key=lambda i: -conf[i])[:pre_nms_topn]
+    kept = []
+    for i in order:
+        keep = True
+        for j in kept:
+            a, b = boxes[i], boxes[j]
+            inter = size([max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])])
+            overlap = inter / (size(a) + size(b) - inter) if inter > 0 else 0.0
+            if not overlap <= f32(nms_thresh):
+                keep = False
+                break
+        if keep:
+            kept.append(i)
+            if len(kept) >= post_nms_topn:
+                break
+    rois = np.zeros((post_nms_topn, 5))
+    out = np.zeros((post_nms_topn, 1))
+    for r, i in enumerate(kept):
+        rois[r, 1:] = boxes[i]
+        out[r, 0] = conf[i]
+    return rois, out

@@ -219,6 +219,10 @@ def test_deploy_text_writes_the_fork_layers_back():
 layer { name: "up1" type: "Upsample" bottom: "data" top: "up1" upsample_param { scale_h: 2 scale_w: 3 } }
 layer { name: "roi" type: "ROIPooling" bottom: "data" bottom: "rois" top: "roi" roi_pooling_param { pooled_h: 2 pooled_w: 3 spatial_scale: 0.25 } }
 layer { name: "ps" type: "PSROIPooling" bottom: "data" bottom: "rois" top: "ps" psroi_pooling_param { spatial_scale: 0.5 output_dim: 12 group_size: 1 } }
+layer { name: "cls" type: "Convolution" bottom: "data" top: "cls" convolution_param { num_output: 8 kernel_size: 1 } }
+layer { name: "box" type: "Convolution" bottom: "data" top: "box" convolution_param { num_output: 16 kernel_size: 1 } }
+layer { name: "info" type: "Reshape" bottom: "rois" top: "info" reshape_param { shape { dim: 1 dim: -1 } } }
+layer { name: "prop" type: "Proposal" bottom: "cls" bottom: "box" bottom: "info" top: "prop" proposal_param { feat_stride: 8 ratio: 0.5 ratio: 1 scale: 4 scale: 8 post_nms_topn: 20 } }
 layer { name: "reorg" type: "Reorg" bottom: "data" top: "reorg" reorg_param { stride: 2 } }
 layer { name: "perm" type: "Permute" bottom: "reorg" top: "perm" permute_param { order: 0 order: 2 order: 3 order: 1 } }
 layer { name: "region" type: "Region" bottom: "perm" top: "region" region_param { classes: 3 coords: 4 boxes_of_each_grid: 6 softmax: true } }
@@ -230,3 +234,17 @@ layer { name: "region" type: "Region" bottom: "perm" top: "region" region_param 
             other = g2.node(node.name)
             assert (other.type, other.attrs, other.tops) == (node.type, node.attrs, node.tops), node.name
     assert g2.shapes == {k: v for k, v in g1.shapes.items() if k in g2.shapes}
+
+
+def test_proposal_is_not_exported_to_onnx_and_says_why(tmp_path):
+    from convnet_io.onnx_export import export_onnx
+
+    text = input_layer((1, 8, 4, 5)) + input_layer((1, 16, 4, 5), "deltas") + input_layer((1, 3), "im_info") + """
+layer { name: "proposal" type: "Proposal" bottom: "data" bottom: "deltas" bottom: "im_info" top: "rois" proposal_param { ratio: 0.5 ratio: 2 scale: 8 scale: 16 } }
+"""
+    graph = graph_from_text(text)
+    assert graph.shapes["rois"] == (300, 5)
+    with pytest.raises(ConvnetError, match="no exact ONNX form"):
+        export_onnx(graph, {})
+    with pytest.raises(ConvnetError, match="anchors"):
+        graph_from_text(text.replace("scale: 16 ", ""))

@@ -316,3 +316,43 @@ def test_segnet_decoder_matches_numpy(tmp_path):
     errors = {v: rel_err(ours[v], want[v]) for v in ids}
     assert max(errors.values()) <= TOLERANCE, errors
     assert _onnx_matches_torch(net, {"data": x}) <= TOLERANCE
+
+
+# -- Faster R-CNN with its RPN: Proposal (OpenCV's proposal_layer.cpp) feeding ROIPooling ----------
+
+def rpn_net() -> str:
+    return ('name: "faster_rcnn_rpn_like"\n' + _input((1, 3, 32, 40)) + _input((1, 3), "im_info")
+            + _conv("conv1", "data", 8, pad=1, stride=2) + _relu("relu1", "conv1")
+            + 'layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }\n'
+            + _conv("rpn_conv", "pool1", 8, pad=1) + _relu("rpn_relu", "rpn_conv")
+            + _conv("rpn_cls_score", "rpn_conv", 8, k=1) + _conv("rpn_bbox_pred", "rpn_conv", 16, k=1)
+            + 'layer { name: "rpn_cls_score_reshape" type: "Reshape" bottom: "rpn_cls_score" top: "rpn_cls_score_reshape" '
+              'reshape_param { shape { dim: 0 dim: 2 dim: -1 dim: 0 } } }\n'
+            + 'layer { name: "rpn_cls_prob" type: "Softmax" bottom: "rpn_cls_score_reshape" top: "rpn_cls_prob" }\n'
+            + 'layer { name: "rpn_cls_prob_reshape" type: "Reshape" bottom: "rpn_cls_prob" top: "rpn_cls_prob_reshape" '
+              'reshape_param { shape { dim: 0 dim: 8 dim: -1 dim: 0 } } }\n'
+            + 'layer { name: "proposal" type: "Proposal" bottom: "rpn_cls_prob_reshape" bottom: "rpn_bbox_pred" '
+              'bottom: "im_info" top: "rois" top: "scores" proposal_param { feat_stride: 4 base_size: 4 ratio: 0.5 ratio: 2 '
+              'scale: 2 scale: 4 pre_nms_topn: 60 post_nms_topn: 60 nms_thresh: 0.6 } }\n'
+            + 'layer { name: "roi_pool" type: "ROIPooling" bottom: "pool1" bottom: "rois" top: "roi_pool" '
+              'roi_pooling_param { pooled_h: 2 pooled_w: 2 spatial_scale: 0.25 } }\n'
+            + 'layer { name: "cls_score" type: "InnerProduct" bottom: "roi_pool" top: "cls_score" inner_product_param { num_output: 3 weight_filler { type: "xavier" } } }\n')
+
+
+def test_faster_rcnn_proposal_matches_opencv(tmp_path):
+    import convnet_io
+
+    path = _write(tmp_path, "rpn", rpn_net())
+    net = convnet_io.load(path, seed=1)
+    weights = tmp_path / "rpn.caffemodel"
+    net.save_caffemodel(weights)
+    feeds = {"data": (np.random.default_rng(1).standard_normal((1, 3, 32, 40)) * 2).astype(np.float32),
+             "im_info": np.array([[30, 37, 1]], dtype=np.float32)}
+    result = _run_two(net, path, weights, feeds)
+    _check(result)
+    assert {b.value for b in result.blobs} >= {"rois", "scores", "roi_pool", "cls_score"}
+    values = net.run_values(feeds, ["rpn_cls_prob_reshape", "rpn_bbox_pred", "rois", "scores"])
+    rois, scores = ref.proposal(values["rpn_cls_prob_reshape"], values["rpn_bbox_pred"], feeds["im_info"],
+                                4, 4, (0.5, 2.0), (2.0, 4.0), 60, 60, 0.6)
+    assert rel_err(values["rois"], rois) <= 1e-5 and rel_err(values["scores"], scores) <= 1e-5
+    assert 1 < (scores > 0).sum() < 60  # NMS dropped some of the 60 best, and some remain

@@ -49,9 +49,17 @@ def fork_writers(put: Callable, put_always: Callable, convolution: Writer) -> di
     def shuffle_channel(layer, a, node, graph):
         put_always(layer.shuffle_channel_param, group=a.group)
 
+    def proposal(layer, a, node, graph):
+        p = layer.proposal_param
+        p.SetInParent()
+        put(p, feat_stride=a.feat_stride, base_size=a.base_size, min_size=a.min_size,
+            pre_nms_topn=a.pre_nms_topn, post_nms_topn=a.post_nms_topn, nms_thresh=a.nms_thresh)
+        p.ratio.extend(a.ratios)
+        p.scale.extend(a.scales)
+
     def none(layer, a, node, graph):
         return None
 
     return {"Upsample": upsample, "Interp": interp, "ROIPooling": roi_pooling, "PSROIPooling": psroi_pooling,
-            "Reorg": reorg, "Region": region, "ShuffleChannel": shuffle_channel, "ReLU6": none, "Axpy": none,
+            "Proposal": proposal, "Reorg": reorg, "Region": region, "ShuffleChannel": shuffle_channel, "ReLU6": none, "Axpy": none,
             "ConvolutionDepthwise": convolution, "DepthwiseConvolution": convolution}

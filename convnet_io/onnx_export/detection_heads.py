@@ -153,3 +153,10 @@ def _region_nms(ctx, node, boxes: str, prob: str, count: int, a) -> str:
     zeros = ctx.add("Mul", [per_class, ctx.constant(f"{node.name}_nms_zero", 0.0)], name=f"{node.name}/zeros")
     cleared = ctx.add("ScatterND", [zeros, selected, kept], name=f"{node.name}/kept")
     return ctx.add("Transpose", [cleared], name=f"{node.name}/per_box", perm=[0, 2, 1])
+
+
+@exporter("Proposal")
+def export_proposal(ctx, node):
+    raise ValueError("Proposal has no exact ONNX form: OpenCV's (and py-faster-rcnn's) NMS measures pixel "
+                     "boxes with + 1 areas, which ONNX NonMaxSuppression cannot; export the net up to the "
+                     "RPN outputs and run the proposal step on the host")

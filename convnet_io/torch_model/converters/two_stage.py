@@ -99,3 +99,89 @@ class PSROIPooling(CaffeLayer):
 def convert_psroi_pooling(node: Node, graph: Graph):
     a = node.attrs
     return PSROIPooling(a.output_dim, a.group_size, a.spatial_scale)
+
+
+def proposal_anchors(a) -> np.ndarray:
+    """(A, 2) anchor widths and heights, OpenCV's rounding of py-faster-rcnn's (float32)."""
+    sizes = []
+    for ratio in a.ratios:
+        width = np.floor(np.float32(a.base_size) / np.sqrt(np.float32(ratio)) + np.float32(0.5))
+        height = np.floor(width * np.float32(ratio) + np.float32(0.5))
+        sizes += [(np.float32(s) * width, np.float32(s) * height) for s in a.scales]
+    return np.asarray(sizes, dtype=np.float32)
+
+
+def _box_size(b: np.ndarray) -> np.ndarray:
+    """BBoxSize for pixel boxes: (w + 1)(h + 1), 0 for an inverted box."""
+    w, h = b[..., 2] - b[..., 0], b[..., 3] - b[..., 1]
+    return np.where((w < 0) | (h < 0), np.float32(0), (w + 1) * (h + 1)).astype(np.float32)
+
+
+def proposals(scores: np.ndarray, deltas: np.ndarray, info: np.ndarray, a) -> tuple[np.ndarray, np.ndarray]:
+    """(rois (post, 5), scores (post, 1)) for one image, float32 as OpenCV's loops."""
+    f32 = np.float32
+    count_a, (h, w) = a.anchors, scores.shape[2:]
+    sizes = proposal_anchors(a)
+    step, offset = f32(a.feat_stride), f32(0.5 * a.base_size / a.feat_stride)
+    cy = ((np.arange(h, dtype=f32) + offset) * step)[:, None, None]
+    cx = ((np.arange(w, dtype=f32) + offset) * step)[None, :, None]
+    half_w, half_h = sizes[:, 0] * f32(0.5), sizes[:, 1] * f32(0.5)
+    prior = np.stack(np.broadcast_arrays(cx - half_w, cy - half_h, cx + half_w - f32(1), cy + half_h - f32(1)),
+                     axis=-1).reshape(-1, 4).astype(f32)
+    objectness = scores[0, count_a:].transpose(1, 2, 0).reshape(-1).astype(f32)
+    d = deltas[0].reshape(count_a, 4, h, w).transpose(2, 3, 0, 1).reshape(-1, 4).astype(f32)
+    pw, ph = prior[:, 2] - prior[:, 0] + f32(1), prior[:, 3] - prior[:, 1] + f32(1)
+    pcx, pcy = prior[:, 0] + pw * f32(0.5), prior[:, 1] + ph * f32(0.5)
+    dcx, dcy = d[:, 0] * pw + pcx, d[:, 1] * ph + pcy
+    dw, dh = np.exp(d[:, 2]) * pw, np.exp(d[:, 3]) * ph
+    boxes = np.stack([dcx - dw * f32(0.5), dcy - dh * f32(0.5), dcx + dw * f32(0.5), dcy + dh * f32(0.5)], axis=1)
+    rows, cols = int(info.reshape(-1)[0]), int(info.reshape(-1)[1])
+    limit = np.array([cols - 1, rows - 1, cols - 1, rows - 1], dtype=f32)
+    boxes = np.maximum(np.minimum(boxes, limit), f32(0)).astype(f32)
+    areas = _box_size(boxes)
+    # GetMaxScoreIndex: scores above the (default 0) confidence threshold, stable descending, top_k.
+    order = [int(i) for i in np.argsort(-objectness, kind="stable") if objectness[i] > 0][:a.pre_nms_topn]
+    kept: list[int] = []
+    for i in order:
+        if kept:
+            k = np.asarray(kept)
+            lo = np.maximum(boxes[k, :2], boxes[i, :2])
+            hi = np.minimum(boxes[k, 2:], boxes[i, 2:])
+            inter = _box_size(np.concatenate([lo, hi], axis=1))
+            iou = np.where(inter > 0, inter / (areas[k] + areas[i] - inter), f32(0))
+            if not bool((iou <= f32(a.nms_thresh)).all()):
+                continue
+        kept.append(i)
+        if len(kept) >= a.post_nms_topn:
+            break
+    rois = np.zeros((a.post_nms_topn, 5), dtype=f32)
+    out_scores = np.zeros((a.post_nms_topn, 1), dtype=f32)
+    rois[:len(kept), 1:] = boxes[kept]
+    out_scores[:len(kept), 0] = objectness[kept]
+    return rois, out_scores
+
+
+class Proposal(CaffeLayer):
+    """Region proposals (OpenCV's semantics), computed on the host: not differentiable."""
+
+    def __init__(self, attrs, tops: int):
+        super().__init__()
+        self.attrs, self.tops = attrs, tops
+
+    def forward(self, scores, deltas, info):
+        rois, out = proposals(scores.detach().cpu().numpy(), deltas.detach().cpu().numpy(),
+                              info.detach().cpu().numpy(), self.attrs)
+        rois_t = torch.from_numpy(rois).to(scores.device, scores.dtype)
+        if self.tops == 1:
+            return rois_t
+        return rois_t, torch.from_numpy(out).to(scores.device, scores.dtype)
+
+    def extra_repr(self):
+        a = self.attrs
+        return (f"feat_stride={a.feat_stride}, anchors={a.anchors}, pre_nms_topn={a.pre_nms_topn}, "
+                f"post_nms_topn={a.post_nms_topn}, nms_thresh={a.nms_thresh:g}")
+
+
+@converter("Proposal")
+def convert_proposal(node: Node, graph: Graph):
+    return Proposal(node.attrs, len(node.tops))
