@@ -98,7 +98,7 @@ class CaffeModule(nn.Module):
         env: dict[str, torch.Tensor] = dict(feeds)
         keep = set(wanted)
         for step, (module_name, bottoms, tops) in enumerate(self._steps):
-            if not any(t in last_use or t in keep for t in tops):
+            if not any(t in last_use or t in keep for t in tops) and not self._side_effect(module_name):
                 continue
             result = self._modules[module_name](*[env[b] for b in bottoms])
             if isinstance(result, torch.Tensor):
@@ -110,13 +110,17 @@ class CaffeModule(nn.Module):
                     env.pop(b, None)
         return {v: env[v] for v in wanted}
 
+    def _side_effect(self, module_name: str) -> bool:
+        """A layer run for what it does, not what it writes (HDF5Output's file)."""
+        return bool(getattr(self._modules[module_name], "side_effect", False))
+
     def _last_use(self, wanted: list[str]) -> dict[str, int]:
         """Step index after which each value is no longer read, for values needed by ``wanted``."""
         needed = set(wanted)
         last: dict[str, int] = {}
         for step in range(len(self._steps) - 1, -1, -1):
-            _, bottoms, tops = self._steps[step]
-            if any(t in needed for t in tops):
+            module_name, bottoms, tops = self._steps[step]
+            if any(t in needed for t in tops) or self._side_effect(module_name):
                 for b in bottoms:
                     needed.add(b)
                     last.setdefault(b, step)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from convnet_io.graph.layers import activation, data, loss, normalization, recurrent, shape_ops, vision  # noqa: F401  (registration)
 from convnet_io.graph.layers import mobile, segmentation, two_stage, yolo  # noqa: F401  (fork layers)
 from convnet_io.graph.layers import detection  # noqa: F401  (SSD)
-from convnet_io.graph.layers import loss_extra  # noqa: F401  (the rest of BVLC's registry)
+from convnet_io.graph.layers import loss_extra, pyramid  # noqa: F401  (the rest of BVLC's registry)
 from convnet_io.graph.layers.registry import LayerSpec, get_spec, is_source_type, register, supported_types
 
 __all__ = ["LayerSpec", "get_spec", "is_source_type", "register", "supported_types"]
