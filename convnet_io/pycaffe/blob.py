@@ -37,9 +37,8 @@ class Blob:
         return int(self._data.size)
 
     def _legacy(self, index: int) -> int:
-        # Caffe's LegacyShape: axes a blob lacks count as 1
-        axis = index - 4 + self._data.ndim if self._data.ndim < 4 else index
-        return int(self._data.shape[axis]) if 0 <= axis < self._data.ndim else 1
+        # Caffe's LegacyShape: axes past the blob's last count as 1 (an N x 500 blob is 500 x 1 x 1)
+        return int(self._data.shape[index]) if index < self._data.ndim else 1
 
     @property
     def num(self) -> int:

@@ -13,8 +13,9 @@ FORMATS = ("lmdb", "npy", "h5")
 
 
 def _legacy_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
-    """(channels, height, width) of one item as Caffe's Blob::LegacyShape reads them."""
-    full = (1,) * (4 - len(shape)) + tuple(shape) if len(shape) < 4 else tuple(shape)
+    """(channels, height, width) of one item as Caffe's Blob::LegacyShape reads them: axes a
+    blob lacks count as 1, from the right (an N x 10 blob is 10 x 1 x 1)."""
+    full = tuple(shape) + (1,) * (4 - len(shape))
     return full[1], full[2], full[3]
 
 
