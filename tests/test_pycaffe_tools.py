@@ -309,3 +309,13 @@ def test_io_converters():
     np.testing.assert_allclose(x, (img.transpose(2, 0, 1)[::-1] * 255 - np.array([1, 2, 3])[:, None, None]) * 0.5,
                                rtol=1e-6)
     np.testing.assert_allclose(t.deprocess("data", x), img, atol=1e-6)
+
+
+def test_get_pydot_graph():
+    pytest.importorskip("pydot")
+    from convnet_io.caffe.prototxt import read_net
+
+    net, _ = read_net(LENET_DEPLOY)
+    graph = caffe.draw.get_pydot_graph(net, "TB", phase=caffe.TEST)
+    names = {n.get_name().strip('"') for n in graph.get_nodes()}
+    assert {"conv1_Convolution", "conv1_blob", "prob_Softmax"} <= names
