@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from PIL import Image
-
 from convnet_cli.main import cli
+from PIL import Image
+from test_ssd_parity import mobilenet_ssd
+
 from convnet_io import load
 from convnet_io.tools.detect import rows_to_detections
-from test_ssd_parity import mobilenet_ssd
 
 
 @pytest.fixture(scope="module")

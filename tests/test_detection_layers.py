@@ -8,8 +8,9 @@ import math
 
 import numpy as np
 import pytest
-
 from helpers import graph_from_text, input_layer, rel_err, run_single
+
+from convnet_io.errors import LayerError
 
 TOL = 1e-5
 
@@ -173,7 +174,7 @@ def test_permute(order):
 
 def test_permute_refuses_bad_orders():
     for order in ("order: 4", "order: 1 order: 1"):
-        with pytest.raises(Exception, match="order"):
+        with pytest.raises(LayerError, match="order"):
             graph_from_text(input_layer((1, 2, 3, 4)) +
                             f'layer {{ name: "p" type: "Permute" bottom: "data" top: "p" permute_param {{ {order} }} }}')
 
@@ -207,17 +208,17 @@ layer { name: "f" type: "Flatten" bottom: "s" top: "f" flatten_param { axis: 1 }
 
 PRIOR_CASES = {
     "min_max_flip": ("min_size: 30 max_size: 60 aspect_ratio: 2 aspect_ratio: 3 flip: true",
-                     dict(min_sizes=(30,), max_sizes=(60,), ratios=(2, 3))),
+                     {"min_sizes": (30,), "max_sizes": (60,), "ratios": (2, 3)}),
     "duplicate_ratio_no_flip": ("min_size: 20 aspect_ratio: 2 aspect_ratio: 2.0000001 aspect_ratio: 1 flip: false",
-                                dict(min_sizes=(20,), ratios=(2, 2.0000001, 1), flip=False)),
+                                {"min_sizes": (20,), "ratios": (2, 2.0000001, 1), "flip": False}),
     "clip_variance4": ("min_size: 50 max_size: 90 clip: true variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2",
-                       dict(min_sizes=(50,), max_sizes=(90,), clip=True, variance=(0.1, 0.1, 0.2, 0.2))),
+                       {"min_sizes": (50,), "max_sizes": (90,), "clip": True, "variance": (0.1, 0.1, 0.2, 0.2)}),
     "two_sizes_step_offset": ("min_size: 10 min_size: 21 max_size: 20 max_size: 40 step: 8 offset: 0.25",
-                              dict(min_sizes=(10, 21), max_sizes=(20, 40), step=(8, 8), offset=0.25)),
-    "img_size": ("min_size: 16 img_size: 100 aspect_ratio: 2", dict(min_sizes=(16,), ratios=(2,), img=(100, 100))),
+                              {"min_sizes": (10, 21), "max_sizes": (20, 40), "step": (8, 8), "offset": 0.25}),
+    "img_size": ("min_size: 16 img_size: 100 aspect_ratio: 2", {"min_sizes": (16,), "ratios": (2,), "img": (100, 100)}),
     "img_h_w_step_h_w": ("min_size: 16 img_h: 90 img_w: 120 step_h: 10 step_w: 14 variance: 0.2",
-                         dict(min_sizes=(16,), img=(90, 120), step=(10, 14), variance=(0.2,))),
-    "fractional_min_size_truncated": ("min_size: 30.7 max_size: 60.9", dict(min_sizes=(30.7,), max_sizes=(60.9,))),
+                         {"min_sizes": (16,), "img": (90, 120), "step": (10, 14), "variance": (0.2,)}),
+    "fractional_min_size_truncated": ("min_size: 30.7 max_size: 60.9", {"min_sizes": (30.7,), "max_sizes": (60.9,)}),
 }
 
 
@@ -237,7 +238,7 @@ def test_prior_box(case):
 def test_prior_box_refuses_bad_parameters():
     for param in ("max_size: 10", "min_size: 10 max_size: 5", "min_size: 10 variance: 0.1 variance: 0.2",
                   "min_size: 10 img_size: 10 img_h: 5 img_w: 5", "min_size: 10 step: 4 step_h: 2 step_w: 2"):
-        with pytest.raises(Exception):
+        with pytest.raises(LayerError):
             graph_from_text(input_layer((1, 3, 8, 8)) + input_layer((1, 3, 2, 2), "f") +
                             f'layer {{ name: "pb" type: "PriorBox" bottom: "f" bottom: "data" top: "pb" '
                             f'prior_box_param {{ {param} }} }}')
@@ -288,16 +289,16 @@ def _detection_inputs(rng, n, priors, classes, loc_classes, spread=3.0):
 
 
 DETECTION_CASES = {
-    "center_size_mobilenet_ssd": dict(code="CENTER_SIZE", nms=0.45, top_k=100, keep_top_k=100, threshold=0.25),
-    "corner": dict(code="CORNER", nms=0.45, top_k=50, threshold=0.1),
-    "corner_size": dict(code="CORNER_SIZE", nms=0.3, threshold=0.1),
-    "variance_in_target": dict(code="CENTER_SIZE", in_target=True, nms=0.5, threshold=0.2),
-    "keep_top_k_cuts": dict(code="CENTER_SIZE", nms=0.45, top_k=40, keep_top_k=7, threshold=0.05),
-    "no_share_location_background_2": dict(code="CENTER_SIZE", share_location=False, background=2,
-                                           nms=0.45, threshold=0.2),
-    "no_background_no_threshold": dict(code="CENTER_SIZE", background=-1, nms=0.45, top_k=10),
-    "adaptive_eta": dict(code="CENTER_SIZE", nms=0.7, eta=0.8, threshold=0.1),
-    "nothing_found": dict(code="CENTER_SIZE", nms=0.45, threshold=1.0),
+    "center_size_mobilenet_ssd": {"code": "CENTER_SIZE", "nms": 0.45, "top_k": 100, "keep_top_k": 100, "threshold": 0.25},
+    "corner": {"code": "CORNER", "nms": 0.45, "top_k": 50, "threshold": 0.1},
+    "corner_size": {"code": "CORNER_SIZE", "nms": 0.3, "threshold": 0.1},
+    "variance_in_target": {"code": "CENTER_SIZE", "in_target": True, "nms": 0.5, "threshold": 0.2},
+    "keep_top_k_cuts": {"code": "CENTER_SIZE", "nms": 0.45, "top_k": 40, "keep_top_k": 7, "threshold": 0.05},
+    "no_share_location_background_2": {"code": "CENTER_SIZE", "share_location": False, "background": 2,
+                                           "nms": 0.45, "threshold": 0.2},
+    "no_background_no_threshold": {"code": "CENTER_SIZE", "background": -1, "nms": 0.45, "top_k": 10},
+    "adaptive_eta": {"code": "CENTER_SIZE", "nms": 0.7, "eta": 0.8, "threshold": 0.1},
+    "nothing_found": {"code": "CENTER_SIZE", "nms": 0.45, "threshold": 1.0},
 }
 
 
@@ -354,7 +355,7 @@ def test_detection_output_onnx_batch_is_dynamic():
     from convnet_io.onnx_export import export_onnx
 
     text = _detection_text(1, 30, 3, 1, c)
-    graph, module, _ = run_single(text, {k: np.zeros(s) for k, s in
+    graph, _module, _ = run_single(text, {k: np.zeros(s) for k, s in
                                          (("loc", (1, 120)), ("conf", (1, 90)), ("prior", (1, 2, 120)))})
     sess = ort.InferenceSession(export_onnx(graph, {}).SerializeToString(), providers=["CPUExecutionProvider"])
     for n in (1, 3):
@@ -367,5 +368,5 @@ def test_detection_output_onnx_batch_is_dynamic():
 
 def test_detection_output_checks_its_bottoms():
     text = _detection_text(1, 10, 3, 1, DETECTION_CASES["corner"]).replace("dim: 40 }", "dim: 44 }", 1)
-    with pytest.raises(Exception, match="location"):
+    with pytest.raises(LayerError, match="location"):
         graph_from_text(text)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
-
 from convnet_cli.main import cli
+
 from convnet_io.caffe.prototxt import parse_net_text
 from convnet_io.errors import ParseError
 

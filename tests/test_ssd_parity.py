@@ -18,10 +18,9 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from opencv_reference import TOLERANCE, Case, Deviation, run_case, seeded_net  # noqa: E402
-from test_detection_layers import assert_rows_equal, ref_detection_output  # noqa: E402
-
-from helpers import rel_err  # noqa: E402
+from helpers import rel_err
+from opencv_reference import TOLERANCE, Case, Deviation, run_case, seeded_net
+from test_detection_layers import assert_rows_equal, ref_detection_output
 
 
 def _conv(name, bottom, out, k=3, s=1, p=None, group=1, bn=True, relu=True, bias=None):
@@ -77,7 +76,7 @@ VARIANCE = "variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2"
 def mobilenet_ssd(size: int = 96) -> str:
     """MobileNet-SSD's layout, narrower and on a smaller image: depthwise + pointwise blocks with
     BatchNorm/Scale/ReLU, extra 1x1 + 3x3/2 layers, six-ratio priors, 21 classes."""
-    text = f'name: "MobileNet-SSD-shaped"\n' + (
+    text = 'name: "MobileNet-SSD-shaped"\n' + (
         f'layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 1 dim: 3 dim: {size} dim: {size} }} }} }}\n')
     text += _conv("conv0", "data", 16, s=2)
     bottom, width = "conv0", 16
@@ -88,12 +87,12 @@ def mobilenet_ssd(size: int = 96) -> str:
     text += _conv("conv5_1", "conv4", 32, k=1) + _conv("conv5_2", "conv5_1", 48, s=2)
     text += _conv("conv6_1", "conv5_2", 24, k=1) + _conv("conv6_2", "conv6_1", 32, s=2)
     heads = [("conv3", 3, f"min_size: 20 aspect_ratio: 2 flip: true clip: false {VARIANCE} offset: 0.5"),
-             ("conv4", 6, f"min_size: 36 max_size: 54 aspect_ratio: 2 aspect_ratio: 3 flip: true clip: false "
-                          f"{VARIANCE} offset: 0.5"),
-             ("conv5_2", 6, f"min_size: 54 max_size: 72 aspect_ratio: 2 aspect_ratio: 3 flip: true clip: false "
-                            f"{VARIANCE} offset: 0.5"),
-             ("conv6_2", 6, f"min_size: 72 max_size: 90 aspect_ratio: 2 aspect_ratio: 3 flip: true clip: false "
-                            f"{VARIANCE} offset: 0.5")]
+             ("conv4", 6, (f"min_size: 36 max_size: 54 aspect_ratio: 2 aspect_ratio: 3 flip: true clip: false "
+                          f"{VARIANCE} offset: 0.5")),
+             ("conv5_2", 6, (f"min_size: 54 max_size: 72 aspect_ratio: 2 aspect_ratio: 3 flip: true clip: false "
+                            f"{VARIANCE} offset: 0.5")),
+             ("conv6_2", 6, (f"min_size: 72 max_size: 90 aspect_ratio: 2 aspect_ratio: 3 flip: true clip: false "
+                            f"{VARIANCE} offset: 0.5"))]
     for i, (feat, priors, param) in enumerate(heads):
         text += _head(i, feat, priors, 21, param)
     return text + _tail([h[0] for h in heads], 21, (
@@ -120,12 +119,12 @@ def face_detector(size: int = 64) -> str:
     text += ('layer { name: "layer2_norm" type: "Normalize" bottom: "layer2_sum" top: "layer2_norm" '
              'norm_param { across_spatial: false scale_filler { type: "constant" value: 10 } channel_shared: false } }\n')
     text += _conv("extra_1", "layer3_sum", 16, k=1) + _conv("extra_2", "extra_1", 32, s=2)
-    heads = [("layer2_norm", 4, f"min_size: 10 max_size: 20 aspect_ratio: 2 flip: true clip: false {VARIANCE} "
-                                 "step: 8 offset: 0.5"),
-             ("layer3_sum", 4, f"min_size: 20 max_size: 36 aspect_ratio: 2 flip: true clip: false {VARIANCE} "
-                               "step: 16 offset: 0.5"),
-             ("extra_2", 4, f"min_size: 36 max_size: 60 aspect_ratio: 2 flip: true clip: false {VARIANCE} "
-                            "step: 32 offset: 0.5")]
+    heads = [("layer2_norm", 4, (f"min_size: 10 max_size: 20 aspect_ratio: 2 flip: true clip: false {VARIANCE} "
+                                 "step: 8 offset: 0.5")),
+             ("layer3_sum", 4, (f"min_size: 20 max_size: 36 aspect_ratio: 2 flip: true clip: false {VARIANCE} "
+                               "step: 16 offset: 0.5")),
+             ("extra_2", 4, (f"min_size: 36 max_size: 60 aspect_ratio: 2 flip: true clip: false {VARIANCE} "
+                            "step: 32 offset: 0.5"))]
     for i, (feat, priors, param) in enumerate(heads):
         text += _head(i, feat, priors, 2, param)
     return text + _tail([h[0] for h in heads], 2, (
@@ -205,9 +204,8 @@ def test_ssd_net_matches_opencv_and_onnxruntime(name, tmp_path):
 
 def test_deploy_text_round_trips_ssd_layers():
     """deploy_text writes SSD's layers back (with the fields OpenCV's importer requires)."""
-    from test_deploy import assert_round_trip
-
     from helpers import graph_from_text
+    from test_deploy import assert_round_trip
 
     for build in (mobilenet_ssd, face_detector):
         assert_round_trip(graph_from_text(build()))

@@ -3,7 +3,8 @@ the fork's field names and defaults; ``deploy.py`` hands in its field helpers.""
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Writer = Callable[[Any, Any, Any, Any], None]
 

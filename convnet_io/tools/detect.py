@@ -9,16 +9,24 @@ mean 104,117,123 and scale 1). The rows of the net's DetectionOutput top with a 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from convnet_io.errors import ConvnetError
 from convnet_io.graph import inference_view
 from convnet_io.tools.classify import data_input
-from convnet_io.tools.preprocess import RAW_SCALE, RGB_TO_BGR, ImageError, load_image, prepare_mean, resize_image, to_blob
+from convnet_io.tools.preprocess import (
+    RAW_SCALE,
+    RGB_TO_BGR,
+    ImageError,
+    load_image,
+    prepare_mean,
+    resize_image,
+    to_blob,
+)
 
 
 @dataclass(frozen=True)

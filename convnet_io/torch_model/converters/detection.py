@@ -9,7 +9,11 @@ import torch
 from torch import nn
 
 from convnet_io.graph import Graph, Node
-from convnet_io.graph.layers.detection import DetectionOutputAttrs, permute_order, prior_box_values
+from convnet_io.graph.layers.detection import (
+    DetectionOutputAttrs,
+    permute_order,
+    prior_box_values,
+)
 from convnet_io.torch_model.base import CaffeLayer
 from convnet_io.torch_model.registry import converter
 
