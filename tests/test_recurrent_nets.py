@@ -25,6 +25,7 @@ from test_recurrent import lstm_ref
 import convnet_io
 from convnet_io.api.loading import load_graph
 from convnet_io.onnx_export import check_onnx, export_onnx
+from convnet_io.tools.export import validate_onnx
 
 NETS = Path(__file__).resolve().parent / "recurrent_nets"
 FULL = os.environ.get("CONVNET_FULL_NETS") == "1"
@@ -121,6 +122,9 @@ def test_lstm_lm_deploy_runs_and_exports(tmp_path, full):
     assert got.shape == (steps, streams, vocab)
     assert np.abs(got - want).max() <= 1e-5
     assert np.abs(_onnxruntime(net, feeds) - want).max() <= 1e-5
+    # `convnet export`'s own check: 1 and 7 steps, seeded word ids, ONNX Runtime against PyTorch.
+    result = validate_onnx(net, export_onnx(net.graph, net.blobs()), device="cpu")
+    assert result.ok, result
 
 
 @pytest.mark.parametrize("full", [False, pytest.param(True, marks=pytest.mark.skipif(not FULL, reason="CONVNET_FULL_NETS=1"))])

@@ -23,7 +23,7 @@ class ValidationResult:
 
 def seeded_inputs(graph, batch: int, seed: int) -> dict[str, np.ndarray]:
     """Seeded inputs for the net's data inputs at ``batch``: N(0, 50^2), the spread of
-    mean-subtracted pixels, for image-like blobs; N(0, 1) otherwise."""
+    mean-subtracted pixels, for image-like blobs; word ids for an Embed; N(0, 1) otherwise."""
     from convnet_io.graph import inference_view
 
     rng = np.random.default_rng(seed)
@@ -32,9 +32,14 @@ def seeded_inputs(graph, batch: int, seed: int) -> dict[str, np.ndarray]:
     # As the export: only inputs whose first axis is the net's batch vary with it (a recurrent
     # net's x_static has N rows while its x and cont start with T).
     first = next((view.shapes[v][0] for v in view.read_inputs if len(view.shapes[v]) >= 2), None)
+    # Word ids for Embed bottoms: Caffe refuses an index outside [0, input_dim).
+    vocab = {n.bottoms[0]: n.attrs.input_dim for n in view.nodes if n.type == "Embed"}
     for v in view.read_inputs:
         dims = graph.shapes[v]
         shape = (batch, *dims[1:]) if len(dims) < 2 or dims[0] == first else tuple(dims)
+        if v in vocab:
+            feeds[v] = rng.integers(0, vocab[v], shape).astype(np.float32)
+            continue
         scale = 50.0 if len(shape) == 4 else 1.0
         feeds[v] = (rng.standard_normal(shape) * scale).astype(np.float32)
     return feeds
