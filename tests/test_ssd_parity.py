@@ -223,3 +223,21 @@ def test_deploy_text_round_trips_ssd_layers():
     new = assert_round_trip(graph_from_text(options))
     assert new.node("pb").attrs.aspect_ratios == (1.0, 2.0, 3.0)
     assert new.node("det").attrs.top_k == -1 and new.node("det").attrs.confidence_threshold == -np.inf
+
+
+def test_diff_runner_against_opencv_agrees_on_an_ssd_net(tmp_path):
+    """`convnet diff --against opencv`'s runner puts OpenCV's detection rows in Caffe-SSD's order
+    (and drops its padding), so every blob of an SSD net, DetectionOutput's included, agrees."""
+    from convnet_io.runtimes.compare import Tolerance, compare_runs
+    from convnet_io.runtimes.runners import OpenCVRunner, TorchRunner
+
+    path = tmp_path / "face.prototxt"
+    path.write_text(face_detector())
+    net = seeded_net(path, (1, 3, 64, 64), 0)
+    x = {"data": np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)}
+    torch_runner = TorchRunner(net)
+    ours, theirs = torch_runner.run(x), OpenCVRunner(net).run(x)
+    report = compare_runs(torch_runner.values, ours, theirs, Tolerance(atol=1e-5, rtol=1e-4))
+    assert report["ok"], report["first_divergence"]
+    assert report["compared"] > 40
+    assert len(theirs["detection_out"].reshape(-1, 7)) == len(ours["detection_out"].reshape(-1, 7)) > 3

@@ -8,6 +8,7 @@ import numpy as np
 
 from convnet_io.errors import ConvnetError
 from convnet_io.graph import Graph
+from convnet_io.graph.layers.detection import caffe_row_order
 
 
 class TorchRunner:
@@ -89,6 +90,8 @@ class OpenCVRunner:
         names = set(self.cv_net.getLayerNames())
         self.layer_values = {n.name: n.tops[0] for n in net.graph.nodes
                              if not n.is_source and n.tops and n.name in names}
+        # OpenCV orders DetectionOutput's rows by score and pads them: put them in Caffe's order.
+        self.detections = {n.tops[0] for n in net.graph.nodes if n.type == "DetectionOutput"}
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for name, value in feeds.items():
@@ -100,7 +103,9 @@ class OpenCVRunner:
             value = self.layer_values[layer]
             expected = self.graph.shapes[value]
             arr = np.asarray(out)
-            if arr.size == int(np.prod(expected)) and arr.shape != expected:
+            if value in self.detections:
+                arr = caffe_row_order(arr)
+            elif arr.size == int(np.prod(expected)) and arr.shape != expected:
                 arr = arr.reshape(expected)
             result[value] = arr
         return result

@@ -267,3 +267,12 @@ class DetectionOutput(LayerSpec):
                              f"{priors * a.num_classes} confidences per item, the bottom has {conf_c}")
         return [(1, 1, 1, 7)]
 
+
+
+def caffe_row_order(rows: np.ndarray) -> np.ndarray:
+    """Detection rows another implementation wrote (OpenCV: by score across labels, padded with
+    zero rows to keep_top_k) in Caffe-SSD's order: image, label ascending, score descending."""
+    rows = np.asarray(rows).reshape(-1, 7)
+    rows = rows[np.any(rows != 0, axis=1)]
+    order = np.lexsort((-rows[:, 2], rows[:, 1], rows[:, 0]))
+    return rows[order].reshape(1, 1, -1, 7)
