@@ -136,10 +136,23 @@ def caffe2_net_options(mode: str = "net"):
     write instead: passed on as ``caffe2_out``), "diff" (the pair is A, a positional is B), "train"
     (the pair's weights are where fine-tuning starts: passed on as ``weights``)."""
 
+    import inspect
+
     def decorate(fn):
         @functools.wraps(fn)
-        def wrapper(*args, caffe2_net=None, caffe2_init=None, **kwargs):
-            from convnet_io.api.loading import caffe2_net as pair_of
+        def wrapper(*args, caffe2_net=None, caffe2_init=None, caffe2_input_shape=(), **kwargs):
+            from convnet_io.api.loading import caffe2_net as named_pair
+            from convnet_io.api.loading import is_caffe2_net
+
+            shapes = parse_input_shapes(caffe2_input_shape)
+
+            def pair_of(predict, init=None):
+                return named_pair(predict, init, shapes)
+
+            if shapes:  # for a NetDef without value_info.json, in commands that take no --input-shape
+                for key in ("net", "a", "b"):
+                    if kwargs.get(key) and is_caffe2_net(kwargs[key]):
+                        kwargs[key] = pair_of(kwargs[key])
 
             if mode == "export":
                 kwargs["caffe2_out"] = None
@@ -175,6 +188,9 @@ def caffe2_net_options(mode: str = "net"):
             _check_run_weights(kwargs)
             return fn(*args, **kwargs)
 
+        if "input_shape" not in inspect.signature(fn).parameters:
+            wrapper = click.option("--input-shape", "caffe2_input_shape", multiple=True, metavar="[NAME=]N,C,H,W",
+                                   help="Input shape of a Caffe2 net that has no value_info.json.")(wrapper)
         wrapper = click.option("--init", "caffe2_init", type=click.Path(exists=True, dir_okay=False),
                                metavar="INIT_NET", help="The init net (weights) of --caffe2 (default: beside it).")(wrapper)
         help_text = ("Read a Caffe2 NetDef: predict_net.pb or .pbtxt (with --init); with NET given, the folder "

@@ -332,3 +332,38 @@ def test_layer_without_caffe2_operator_is_named(tmp_path):
     g = load_graph(net_file)
     with pytest.raises(ConvnetError, match="layer 'abs' \\(AbsVal\\): Caffe type AbsVal has no Caffe2 operator"):
         netdef_pair(g, {})
+
+
+def test_run_and_train_take_a_netdef_pair(tmp_path):
+    """`run` classifies with the pair's own weights (--input-shape standing in for value_info.json);
+    `train --caffe2 --init` fine-tunes from them: at base_lr 0 the snapshot is the pair's weights."""
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from convnet_cli.main import cli
+    from convnet_io.caffe.caffemodel import read_caffemodel
+
+    graph, blobs = _lenet_pair(tmp_path / "pair")
+    (tmp_path / "pair" / "value_info.json").unlink()
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)).save(tmp_path / "img" / f"{i}.png")
+    (tmp_path / "list.txt").write_text("".join(f"img/{i}.png {i}\n" for i in range(4)))
+    runner = CliRunner()
+    r = runner.invoke(cli, ["run", str(tmp_path / "pair"), str(tmp_path / "img" / "0.png"), "--json",
+                            "--input-shape", "data=1,1,28,28"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["convert-imageset", "--gray", "-q", str(tmp_path), str(tmp_path / "list.txt"),
+                            str(tmp_path / "db")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(cli, ["train", "--solver", str(MODELS / "mnist" / "lenet_solver.prototxt"),
+                            "--caffe2", str(tmp_path / "pair" / "predict_net.pb"), "--input-shape", "data=1,1,28,28",
+                            "--data", f"TRAIN={tmp_path / 'db'}", "--data", f"TEST={tmp_path / 'db'}",
+                            "--batch-size", "2", "--max-iter", "1", "--base-lr", "0", "--test-interval", "0",
+                            "--snapshot-prefix", str(tmp_path / "tuned"), "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    tuned = {lb.name: lb.blobs for lb in read_caffemodel(tmp_path / "tuned_iter_1.caffemodel")}
+    for layer, arrays in blobs.items():
+        for x, y in zip(arrays, tuned[layer]):
+            np.testing.assert_array_equal(np.asarray(y).reshape(x.shape), x)

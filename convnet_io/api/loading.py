@@ -60,16 +60,18 @@ def load_caffe2(net: str | Path, weights: str | Path | None = None,
     from convnet_io.caffe2.netdef import netdef_graph_and_blobs
 
     if weights is not None:
-        net = Caffe2Net(net, weights, getattr(net, "value_info", None))
+        net = Caffe2Net(net, weights, getattr(net, "value_info", None), getattr(net, "input_shapes", None))
     return netdef_graph_and_blobs(net, input_shapes, seed=seed)
 
 
-def caffe2_net(predict: str | Path, init: str | Path | None = None) -> str:
-    """A NET value naming a Caffe2 NetDef pair: ``predict`` (file or folder) with its init net."""
+def caffe2_net(predict: str | Path, init: str | Path | None = None,
+               input_shapes: dict[str, Shape] | None = None) -> str:
+    """A NET value naming a Caffe2 NetDef pair: ``predict`` (file or folder) with its init net, and
+    input shapes for a net without value_info.json."""
     from convnet_io.caffe2.netdef_files import Caffe2Net, resolve
 
     pair = resolve(predict)
-    return Caffe2Net(pair, init or pair.init, pair.value_info)
+    return Caffe2Net(pair, init or pair.init, pair.value_info, input_shapes or getattr(predict, "input_shapes", None))
 
 
 def is_caffe2_net(path: str | Path) -> bool:

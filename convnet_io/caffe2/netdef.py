@@ -192,7 +192,20 @@ def translate_netdef(net: str | Path, input_shapes: dict[str, Shape] | Shape | N
     name = predict_net.name or Path(str(pair)).parent.name or Path(str(pair)).stem
     listing = _Listing([*fills, *predict_ops], {k: (v, None) for k, v in shapes.items()}, name)
     tr = translate_ops(listing, str(pair))
-    return NetDefTranslation(tr, init, str(pair)), input_shapes
+    return NetDefTranslation(tr, init, str(pair)), input_shapes if input_shapes is not None else pair.input_shapes
+
+
+def _check_input_shapes(nt: NetDefTranslation, given: dict[str, Shape] | Shape | None) -> None:
+    inputs = nt.translation.translator.inputs
+    known = {layer.top[0] for layer in nt.translation.net.layer if layer.type == "Input" and layer.input_param.shape}
+    if isinstance(given, dict):
+        known |= {inputs[0] if k == "" and inputs else k for k in given}
+    elif given is not None and inputs:
+        known.add(inputs[0])
+    missing = [b for b in inputs if b not in known]
+    if missing:
+        raise ConvnetError(f"{nt.path}: no shape for input '{missing[0]}': pass --input-shape "
+                           f"{missing[0]}=N,C,H,W (a value_info.json beside the net gives it)")
 
 
 def netdef_to_graph(net: str | Path, input_shapes: dict[str, Shape] | Shape | None = None) -> Graph:
@@ -209,6 +222,7 @@ def netdef_graph_and_blobs(net: str | Path, input_shapes: dict[str, Shape] | Sha
     from convnet_io.graph.initialize import default_filler
 
     nt, shapes = translate_netdef(net, input_shapes)
+    _check_input_shapes(nt, shapes)
     graph = translation_to_graph(nt.translation, nt.path, shapes)
     by_slot = {(u.layer, u.index): u.blob for u in nt.translation.translator.uses}
     rng = np.random.default_rng(seed)

@@ -18,11 +18,14 @@ class Caffe2Net(str):
 
     init: str | None
     value_info: str | None
+    input_shapes: dict | None  # as --input-shape gives them, for a net without value_info.json
 
-    def __new__(cls, predict: str | Path, init: str | Path | None = None, value_info: str | Path | None = None):
+    def __new__(cls, predict: str | Path, init: str | Path | None = None, value_info: str | Path | None = None,
+                input_shapes: dict | None = None):
         obj = super().__new__(cls, str(predict))
         obj.init = str(init) if init is not None else None
         obj.value_info = str(value_info) if value_info is not None else None
+        obj.input_shapes = input_shapes
         return obj
 
 
@@ -56,7 +59,7 @@ def resolve(path: str | Path) -> Caffe2Net:
     p = Path(path)
     if isinstance(path, Caffe2Net) and path.init is not None:
         vi = path.value_info or (p.parent / VALUE_INFO if (p.parent / VALUE_INFO).exists() else None)
-        return Caffe2Net(path, path.init, vi)
+        return Caffe2Net(path, path.init, vi, path.input_shapes)
     if p.is_dir():
         predict = next((p / n for n in PREDICT_NAMES if (p / n).exists()), None)
         if predict is None:
@@ -74,4 +77,4 @@ def resolve(path: str | Path) -> Caffe2Net:
     if init is None:
         init = next((folder / n for n in INIT_NAMES if (folder / n).exists()), None)
     vi = getattr(path, "value_info", None) or (folder / VALUE_INFO if (folder / VALUE_INFO).exists() else None)
-    return Caffe2Net(predict, init, vi)
+    return Caffe2Net(predict, init, vi, getattr(path, "input_shapes", None))
