@@ -13,7 +13,7 @@ from convnet_cli.options import caffe2_net_options, handle_errors
 @caffe2_net_options("diff")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Weights of A (and of B unless --weights-b).")
 @click.option("--weights-b", type=click.Path(dir_okay=False), help="Weights of B.")
-@click.option("--against", type=click.Choice(["torch", "onnxruntime", "opencv"]), default="onnxruntime",
+@click.option("--against", type=click.Choice(["torch", "onnxruntime", "opencv", "openvino"]), default="onnxruntime",
               show_default=True, help="Backend to compare the PyTorch model with (when B is not given).")
 @click.option("--input", "image", type=click.Path(dir_okay=False), help="An image as input (default: seeded noise).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of the input (and of weights when none are given).")

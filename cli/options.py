@@ -43,8 +43,9 @@ phase_option = click.option(
 
 
 backend_option = click.option(
-    "--backend", type=click.Choice(["auto", "torch", "onnxruntime"]), default="auto", show_default=True,
-    help="What runs the net: auto picks ONNX Runtime for inference where the net exports, else PyTorch.")
+    "--backend", type=click.Choice(["auto", "torch", "onnxruntime", "openvino"]), default="auto", show_default=True,
+    help="What runs the net: auto picks the engine the recorded bench found fastest for the net and batch "
+         "size (ONNX Runtime by default) where the net exports, else PyTorch; openvino needs the openvino extra.")
 
 
 # Parameters that name files a command writes (the rest that name files are its inputs).

@@ -11,7 +11,7 @@ from convnet_io.errors import ConvnetError
 from convnet_io.graph import Graph, Shape
 from convnet_io.graph.reshape import reshape_graph
 
-BACKENDS = ("auto", "torch", "onnxruntime")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 
 
 class Net:
@@ -95,8 +95,12 @@ class Net:
                 reason = "the blobs asked for are not part of the inference graph"
             elif any(tuple(np.shape(v)[1:]) != tuple(self.graph.shapes[k][1:]) for k, v in feeds.items()):
                 reason = "inputs differ from the definition in more than the batch size"
-        if reason and self.backend == "onnxruntime":
-            raise ConvnetError(f"cannot run on onnxruntime: {reason}")
+        if reason is None and self.backend == "openvino":
+            from convnet_io.runtimes.openvino_session import openvino_blocker
+
+            reason = openvino_blocker(self.graph)
+        if reason and self.backend in ("onnxruntime", "openvino"):
+            raise ConvnetError(f"cannot run on {self.backend}: {reason}")
         return reason is None
 
     def _weights_key(self) -> tuple:
@@ -121,23 +125,62 @@ class Net:
         if key != self._ort_weights:
             self._ort.clear()
             self._ort_weights = key
+        engine = self._engine_for(feeds)
+        if engine in ("torch", "torch.compile"):
+            return self._run_torch_engine(engine, feeds, values)
+        if ("model",) not in self._ort:
             self._ort[("model",)] = export_onnx(self.graph, self.blobs())
         names = tuple(values)
-        if names not in self._ort:
+        if (engine, names) not in self._ort:
             model = onnx.ModelProto()
             model.CopyFrom(self._ort[("model",)])
             del model.graph.output[:]
             for v in names:
                 model.graph.output.append(onnx.helper.make_tensor_value_info(v, onnx.TensorProto.FLOAT, None))
-            session = make_session(model.SerializeToString())
-            self._ort[names] = (session, [i.name for i in session.get_inputs()])
-        session, inputs = self._ort[names]
+            if engine == "openvino":
+                from convnet_io.runtimes.openvino_session import OpenVinoSession
+
+                session = OpenVinoSession(model.SerializeToString())
+            else:
+                session = make_session(model.SerializeToString())
+            self._ort[(engine, names)] = (session, [i.name for i in session.get_inputs()])
+        session, inputs = self._ort[(engine, names)]
         feed = {k: np.ascontiguousarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, dtype=np.float32)
                 for k, v in feeds.items() if k in inputs}
         missing = [k for k in inputs if k not in feed]
         if missing:
             raise ConvnetError(f"missing input(s): {', '.join(missing)}")
         return dict(zip(names, session.run(list(names), feed)))
+
+    def _engine_for(self, feeds: dict[str, Any]) -> str:
+        """The backend asked for, or for ``auto`` what the recorded bench measured fastest for this
+        net at this batch size (``runtimes/engine_table.py``)."""
+        if self.backend != "auto":
+            return self.backend
+        from convnet_io.runtimes.engine_table import choose_engine
+        from convnet_io.runtimes.onnxruntime_session import gpu_present
+
+        batch = max((np.shape(v)[0] for v in feeds.values() if np.ndim(v)), default=1)
+        engine = choose_engine(self.graph.name, int(batch), "cuda" if gpu_present() else "cpu")
+        if engine == "openvino":
+            from convnet_io.runtimes.openvino_session import openvino_blocker
+
+            if openvino_blocker(self.graph):
+                engine = "onnxruntime"
+        return engine
+
+    def _run_torch_engine(self, engine: str, feeds: dict[str, Any], values: list[str]) -> dict[str, np.ndarray]:
+        if engine == "torch":
+            return self.run_values(feeds, values)
+        from convnet_io.runtimes.compiled import compile_fetch, run_compiled
+
+        tensors = self._feeds(feeds)
+        shapes = {k: tuple(v.shape) for k, v in tensors.items()}
+        key = ("torch.compile", tuple(sorted(shapes.items())), tuple(values))
+        if key not in self._ort:  # compiled once per shapes and blobs; new weights clear it
+            self._ort[key] = compile_fetch(self._module_for(shapes)[0], list(values))
+        out = run_compiled(self._ort[key], tensors)
+        return {v: t.detach().cpu().numpy() for v, t in out.items()}
 
     def run_values(self, inputs: Any, values: Iterable[str]) -> dict[str, np.ndarray]:
         """Run the net and return the given value ids (``conv1``, ``conv1:1``) exactly."""

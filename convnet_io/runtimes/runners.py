@@ -60,6 +60,22 @@ class OnnxRuntimeRunner:
         return dict(zip(self.outputs, self.session.run(self.outputs, feed)))
 
 
+class OpenVinoRunner(OnnxRuntimeRunner):
+    """OpenVINO on convnet's export of the graph, every intermediate value marked as an output
+    (the same model the ONNX Runtime runner runs, compiled by OpenVINO for the CPU)."""
+
+    def __init__(self, net, device: str = "auto", opset: int | None = None):
+        from convnet_io.onnx_export import DEFAULT_OPSET, export_onnx
+        from convnet_io.runtimes.openvino_session import OpenVinoSession
+
+        model = export_onnx(net.graph, net.blobs(), opset=opset or DEFAULT_OPSET)
+        self.session = OpenVinoSession(mark_all_outputs(model, net.graph).SerializeToString(), device)
+        self.provider = self.session.get_providers()[0]
+        self.name = f"openvino {self.session.version.split('-')[0]}"
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+
 class OpenCVRunner:
     """OpenCV dnn's Caffe importer on a deploy prototxt and .caffemodel written from the graph.
 

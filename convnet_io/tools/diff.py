@@ -12,7 +12,7 @@ from convnet_io.errors import ConvnetError
 from convnet_io.runtimes.compare import Tolerance, compare_runs, format_report  # noqa: F401  (re-exported for the CLI)
 from convnet_io.tools.export import seeded_inputs
 
-BACKENDS = ("torch", "onnxruntime", "opencv")
+BACKENDS = ("torch", "onnxruntime", "opencv", "openvino")
 
 
 @dataclass
@@ -85,6 +85,10 @@ def run_diff(setup: DiffSetup) -> dict:
                 _share_weights(net_a, runner_b.net)
         elif setup.against == "onnxruntime":
             runner_b = OnnxRuntimeRunner(net_a, device=setup.device)
+        elif setup.against == "openvino":
+            from convnet_io.runtimes.runners import OpenVinoRunner
+
+            runner_b = OpenVinoRunner(net_a, device=setup.device)
         else:
             runner_b = OpenCVRunner(net_a)
     feeds = _inputs(setup, net_a)

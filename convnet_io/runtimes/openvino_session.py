@@ -1,0 +1,88 @@
+"""OpenVINO (an optional extra: ``pip install 'convnet[openvino]'``) behind ONNX Runtime's session
+surface — ``get_inputs``, ``get_outputs``, ``get_providers``, ``run(names, feeds)`` — so that the
+code that runs convnet's ONNX export in ONNX Runtime runs it in OpenVINO unchanged.
+
+OpenVINO reads the ONNX model itself (no conversion step to keep in sync) and compiles it for the
+CPU. Its CPU plugin runs float32 models in bfloat16 on CPUs with AVX512-BF16 or AMX unless told
+otherwise; convnet pins float32 so the numbers are Caffe's, and asks for bf16 only when a caller
+does (``precision="bf16"``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from convnet_io.errors import ConvnetError
+
+
+@dataclass(frozen=True)
+class _Port:
+    name: str
+
+
+def openvino_available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class OpenVinoSession:
+    """A compiled OpenVINO model of an ONNX model (bytes or a file path) on the CPU."""
+
+    def __init__(self, model: bytes | str, device: str = "auto", threads: int | None = None,
+                 precision: str = "f32", hint: str | None = None):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise ConvnetError("OpenVINO is not installed: pip install 'convnet[openvino]' "
+                               "(or pip install openvino)") from None
+        if device == "cuda":
+            raise ConvnetError("OpenVINO runs on the CPU here (its GPU plugin is for Intel GPUs): "
+                               "use --device cpu or another backend")
+        core = ov.Core()
+        try:
+            ov_model = core.read_model(model)
+        except RuntimeError as e:
+            raise ConvnetError(f"OpenVINO cannot read the exported model: {str(e).strip().splitlines()[0]}") from None
+        config = {"INFERENCE_PRECISION_HINT": precision}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        if hint:  # LATENCY or THROUGHPUT
+            config["PERFORMANCE_HINT"] = hint
+        self.compiled = core.compile_model(ov_model, "CPU", config)
+        self._request = self.compiled.create_infer_request()
+        self.version = ov.__version__
+
+    def get_inputs(self) -> list[_Port]:
+        return [_Port(p.get_any_name()) for p in self.compiled.inputs]
+
+    def get_outputs(self) -> list[_Port]:
+        return [_Port(p.get_any_name()) for p in self.compiled.outputs]
+
+    def get_providers(self) -> list[str]:
+        return ["OpenVINO CPU"]
+
+    def run(self, output_names: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        names = output_names or [p.name for p in self.get_outputs()]
+        result = self._request.infer({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in feeds.items()})
+        # the request's output tensors are reused by the next call: copy them out
+        return [np.array(result[self.compiled.output(n)]) for n in names]
+
+
+def openvino_blocker(graph) -> str | None:
+    """Why OpenVINO would not compute this graph as Caffe does (None when it would): the layer
+    patterns where the per-layer tests against Caffe's float64 reference found it differs."""
+    for node in graph.nodes:
+        a = node.attrs
+        if node.type == "LRN" and getattr(a, "norm_region", "") == "ACROSS_CHANNELS" and node.bottoms:
+            channels = graph.shapes[node.bottoms[0]][1] if len(graph.shapes[node.bottoms[0]]) > 1 else 0
+            if a.local_size > channels:
+                return f"layer '{node.name}' (LRN): OpenVINO's window over fewer channels than local_size differs"
+        if node.type == "Reduction" and getattr(a, "operation", "") == "ASUM":
+            return f"layer '{node.name}' (Reduction ASUM): OpenVINO's ReduceL1 gives the wrong shape"
+        if node.type == "ArgMax" and getattr(a, "out_max_val", False) and getattr(a, "axis", None) is None:
+            return f"layer '{node.name}' (ArgMax with out_max_val): OpenVINO gives an empty batch"
+    return None
