@@ -6,6 +6,7 @@ file or layer and the sizes. The budget defaults to a fraction of the machine's 
 ``--max-memory`` (or ``CONVNET_MAX_MEMORY``) changes it."""
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
@@ -24,6 +25,7 @@ _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb"
           "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
 
 
+@functools.lru_cache(maxsize=1)
 def machine_memory() -> int:
     """Physical memory in bytes (a cgroup limit counts when it is smaller)."""
     try:

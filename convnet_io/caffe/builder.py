@@ -29,7 +29,7 @@ def build_graph(
     state = state_for(net, phase, level, tuple(stages))
     notes: list[str] = list(notices or [])
     ctx = _source_context(input_shapes, notes.append)
-    layers = filter_layers(net, state)
+    layers = [_LayerView(lyr) for lyr in filter_layers(net, state)]
     _check_order(layers)
 
     current: dict[str, str] = {}  # Caffe blob name -> its latest value id
@@ -38,6 +38,7 @@ def build_graph(
     blob_of: dict[str, str] = {}
     nodes: list[Node] = []
     names: set[str] = set()
+    budget = memory_budget()
     for layer in layers:
         layer = _auto_top(layer)
         name, type_ = layer.name, layer.type
@@ -67,7 +68,7 @@ def build_graph(
             tops.append(vid)
         node.tops = tops
         nodes.append(node)
-        _check_layer_memory(node, shapes)
+        _check_layer_memory(node, shapes, budget)
     read_layer_files(nodes, shapes, source_path)
     sources = {blob_of[t] for n in nodes if n.is_source for t in n.tops}
     unknown = sorted(set(ctx.named) - sources)
@@ -89,12 +90,16 @@ def _count(shape) -> int:
     return n
 
 
-def _check_layer_memory(node: Node, shapes: dict[str, Shape]) -> None:
+def _check_layer_memory(node: Node, shapes: dict[str, Shape], budget: int) -> None:
     """One layer's tops and weights against the memory budget, before anything is allocated
     (an InnerProduct of 10^13 weights is refused here, not by the allocator after trying)."""
-    tops = sum(_count(shapes[t]) for t in node.tops)
-    params = sum(_count(p.shape) for p in node.params)
-    if (tops + params) * _FLOAT > memory_budget():
+    tops = 0
+    for t in node.tops:
+        tops += _count(shapes[t])
+    params = 0
+    for p in node.params:
+        params += _count(p.shape)
+    if (tops + params) * _FLOAT > budget:
         parts = [f"weights {' + '.join('x'.join(map(str, p.shape)) for p in node.params)}"] if params else []
         parts += [f"top {'x'.join(map(str, shapes[t]))}" for t in node.tops][:3]
         try:
@@ -118,10 +123,25 @@ def _auto_top(layer: Any) -> Any:
     spec = get_spec(layer.type)
     if layer.top or spec is None or not issubclass(spec, Loss):
         return layer
-    out = type(layer)()
-    out.CopyFrom(layer)
+    msg = getattr(layer, "msg", layer)
+    out = type(msg)()
+    out.CopyFrom(msg)
     out.top.append(f"{layer.name}(automatic)")
-    return out
+    return _LayerView(out)
+
+
+class _LayerView:
+    """A LayerParameter with its names and blob lists read once. Reading a repeated field of a
+    upb message costs microseconds each time, and a 700k-layer net reads each many times."""
+
+    __slots__ = ("msg", "name", "type", "top", "bottom")
+
+    def __init__(self, msg: Any):
+        self.msg, self.name, self.type = msg, msg.name, msg.type
+        self.top, self.bottom = tuple(msg.top), tuple(msg.bottom)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.msg, attr)
 
 
 def _unique_name(name: str, taken: set[str]) -> str:
@@ -153,10 +173,11 @@ def _build_node(layer: Any, current: dict[str, str], shapes: dict[str, Shape], c
                 f"at least {spec.min_bottoms}" if spec.max_bottoms is None else
                 f"{spec.min_bottoms} to {spec.max_bottoms}")
         raise LayerError(name, f"takes {want} bottom(s), got {nb}", type_)
-    if len(layer.top) < spec.min_tops:
-        raise LayerError(name, f"takes at least {spec.min_tops} top(s), got {len(layer.top)}", type_)
-    if len(set(layer.top)) < len(layer.top):
-        twice = sorted({t for t in layer.top if list(layer.top).count(t) > 1})
+    top_names = list(layer.top)
+    if len(top_names) < spec.min_tops:
+        raise LayerError(name, f"takes at least {spec.min_tops} top(s), got {len(top_names)}", type_)
+    if len(top_names) > 1 and len(set(top_names)) < len(top_names):
+        twice = sorted({t for t in top_names if top_names.count(t) > 1})
         raise LayerError(name, f"lists top '{twice[0]}' more than once", type_)
     bottoms = []
     for blob in layer.bottom:

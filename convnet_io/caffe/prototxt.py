@@ -10,14 +10,20 @@ from google.protobuf.message import DecodeError
 
 from convnet_io.caffe.fork_fields import explain_unknown_field, pick_by_layer_type
 from convnet_io.caffe.proto import caffe_pb2
+from convnet_io.caffe.prototxt_fast import parse_fast
 from convnet_io.errors import ConvnetError, ParseError
 from convnet_io.limits import memory_budget, read_bytes_limited
 
+_FAST_FROM = 1 << 16  # characters: below this protobuf's own parser takes milliseconds
 _LOCATION = re.compile(r"^(\d+):(\d+)\s*:\s*")
 
 
 def parse_net_text(text: str, path: str = "<string>") -> caffe_pb2.NetParameter:
     """Parse NetParameter text; a syntax error becomes a ParseError located at path:line:col."""
+    if len(text) > _FAST_FROM:  # protobuf's parser is slow on very large nets; same result
+        net = parse_fast(text, caffe_pb2.NetParameter())
+        if net is not None:
+            return net
     net = caffe_pb2.NetParameter()
     try:
         text_format.Parse(text, net)

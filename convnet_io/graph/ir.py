@@ -75,11 +75,34 @@ class Graph:
     source_path: str = ""
 
     # -- lookups ---------------------------------------------------------------------------------
-    def node(self, name: str) -> Node:
+    @cached_property
+    def _node_of(self) -> dict[str, Node]:
+        """Lookups by name and by value, built once: a scan per lookup is quadratic on 700k layers."""
+        out: dict[str, Node] = {}
         for n in self.nodes:
-            if n.name == name:
-                return n
-        raise KeyError(name)
+            out.setdefault(n.name, n)
+        return out
+
+    @cached_property
+    def _producer_of(self) -> dict[str, Node]:
+        out: dict[str, Node] = {}
+        for n in self.nodes:
+            for t in n.tops:
+                out.setdefault(t, n)
+        return out
+
+    @cached_property
+    def _last_write(self) -> dict[str, str]:
+        return {self.blob_of[v]: v for v in self.values}
+
+    def node(self, name: str) -> Node:
+        n = self._node_of.get(name)
+        if n is None or n.name != name:  # a name changed after the index was built
+            for n in self.nodes:
+                if n.name == name:
+                    return n
+            raise KeyError(name)
+        return n
 
     @cached_property
     def inputs(self) -> list[str]:
@@ -105,10 +128,7 @@ class Graph:
 
     def final_value(self, blob: str) -> str:
         """The value a Caffe blob name holds after a forward pass (its last write)."""
-        last = None
-        for v in self.values:
-            if self.blob_of[v] == blob:
-                last = v
+        last = self._last_write.get(blob)
         if last is None:
             if blob in self.shapes:
                 return blob
@@ -116,10 +136,13 @@ class Graph:
         return last
 
     def producer(self, value: str) -> Node:
-        for n in self.nodes:
-            if value in n.tops:
-                return n
-        raise KeyError(value)
+        n = self._producer_of.get(value)
+        if n is None or value not in n.tops:
+            for n in self.nodes:
+                if value in n.tops:
+                    return n
+            raise KeyError(value)
+        return n
 
     @property
     def param_count(self) -> int:
