@@ -198,6 +198,25 @@ layer { name: "argmax_axis" type: "ArgMax" bottom: "data" top: "argmax_axis" arg
 layer { name: "softmax" type: "Softmax" bottom: "data" top: "softmax" softmax_param { axis: -1 } }
 layer { name: "softmax_default" type: "Softmax" bottom: "ip" top: "softmax_default" }
 layer { name: "parameter" type: "Parameter" top: "parameter" parameter_param { shape { dim: 3 dim: 2 } } }
+layer { name: "pool_mask" type: "Pooling" bottom: "data" top: "pm" top: "pm_mask" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "unpool" type: "Upsample" bottom: "pm" bottom: "pm_mask" top: "unpool" upsample_param { upsample_h: 8 upsample_w: 9 } }
+layer { name: "up_nearest" type: "Upsample" bottom: "data" top: "up_nearest" upsample_param { scale: 2 } }
+layer { name: "interp" type: "Interp" bottom: "data" top: "interp" interp_param { zoom_factor: 2 pad_beg: -1 } }
+layer { name: "roi_pool" type: "ROIPooling" bottom: "data" bottom: "ids" top: "roi_pool" roi_pooling_param { pooled_h: 2 pooled_w: 3 spatial_scale: 0.5 } }
+layer { name: "psroi" type: "PSROIPooling" bottom: "data" bottom: "ids" top: "psroi" psroi_pooling_param { spatial_scale: 0.5 output_dim: 1 group_size: 2 } }
+layer { name: "reorg" type: "Reorg" bottom: "up_nearest" top: "reorg" reorg_param { stride: 2 } }
+layer { name: "reorg_nhwc" type: "Permute" bottom: "reorg" top: "reorg_nhwc" permute_param { order: 0 order: 2 order: 3 order: 1 } }
+layer { name: "region" type: "Region" bottom: "reorg_nhwc" top: "region" region_param { classes: 3 coords: 4 boxes_of_each_grid: 2 softmax: true } }
+layer { name: "relu6" type: "ReLU6" bottom: "data" top: "relu6" }
+layer { name: "shuffle" type: "ShuffleChannel" bottom: "data" top: "shuffle" shuffle_channel_param { group: 2 } }
+layer { name: "fork_gap" type: "Pooling" bottom: "data" top: "fork_gap" pooling_param { pool: AVE global_pooling: true } }
+layer { name: "axpy" type: "Axpy" bottom: "fork_gap" bottom: "data" bottom: "other" top: "axpy" }
+layer { name: "depthwise" type: "ConvolutionDepthwise" bottom: "data" top: "depthwise" convolution_param { num_output: 4 group: 4 kernel_size: 3 } }
+layer { name: "image_split" type: "Slice" bottom: "data" top: "image0" top: "image1" slice_param { axis: 0 } }
+layer { name: "rpn_deltas" type: "Concat" bottom: "image0" bottom: "image1" top: "rpn_deltas" }
+layer { name: "im_info" type: "Reshape" bottom: "ids" top: "im_info" reshape_param { shape { dim: 1 dim: -1 } } }
+layer { name: "proposal" type: "Proposal" bottom: "image0" bottom: "rpn_deltas" bottom: "im_info" top: "rois" top: "roi_scores"
+        proposal_param { feat_stride: 4 ratio: 1 scale: 2 scale: 4 post_nms_topn: 7 } }
 layer { name: "silence" type: "Silence" bottom: "copy2" bottom: "e2" }
 """
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from convnet_io.graph import Graph, Node
 from convnet_io.torch_model.base import CaffeLayer
-from convnet_io.torch_model.converters.vision import Convolution, convolution_tail
+from convnet_io.torch_model.converters.vision import convert_convolution
 from convnet_io.torch_model.registry import converter
 
 
@@ -47,6 +47,4 @@ def convert_axpy(node: Node, graph: Graph):
 
 @converter("ConvolutionDepthwise", "DepthwiseConvolution")
 def convert_depthwise(node: Node, graph: Graph):
-    shapes = [p.shape for p in node.params]
-    return Convolution(node.attrs, shapes[0], shapes[1] if len(shapes) > 1 else None,
-                       convolution_tail(node.attrs, graph.shapes[node.bottoms[0]], graph.shapes[node.tops[0]]))
+    return convert_convolution(node, graph)  # Convolution's converter, whatever its form
