@@ -7,7 +7,9 @@ from typing import Any
 
 from convnet_io.errors import ParseError
 
-IGNORED_ARGS = frozenset({"engine"})  # a Caffe2 kernel choice; the result is the same
+# Kernel choices and workspace hints of Caffe2's engines (cuDNN's among them): the result is the same.
+IGNORED_ARGS = frozenset({"engine", "ws_nbytes_limit", "exhaustive_search", "shared_buffer", "use_cudnn",
+                          "cudnn_exhaustive_search", "deterministic", "float16_compute"})
 
 
 @dataclass
