@@ -356,3 +356,38 @@ def test_faster_rcnn_proposal_matches_opencv(tmp_path):
                                 4, 4, (0.5, 2.0), (2.0, 4.0), 60, 60, 0.6)
     assert rel_err(values["rois"], rois) <= 1e-5 and rel_err(values["scores"], scores) <= 1e-5
     assert 1 < (scores > 0).sum() < 60  # NMS dropped some of the 60 best, and some remain
+
+
+# -- convnet diff across the fork layers ------------------------------------------------------------
+
+@pytest.mark.parametrize("net, against", [("segnet", "onnxruntime"), ("psp", "opencv"), ("fcn", "opencv")])
+def test_diff_runs_across_fork_layers(tmp_path, net, against):
+    """`convnet diff` (the CLI) over the fork layers: every blob of the second run agrees."""
+    from click.testing import CliRunner
+
+    from convnet_cli.main import cli
+
+    text = {"segnet": segnet_net, "psp": psp_net, "fcn": fcn_net}[net]()
+    path = _write(tmp_path, net, text)
+    result = CliRunner().invoke(cli, ["diff", str(path), "--against", against, "--seed", "1"])
+    assert result.exit_code == 0, result.output
+    assert "blobs agree" in result.output
+
+
+def test_slice_dim_and_depthwise_names_match_opencv(tmp_path):
+    """Slice with the old ``slice_dim`` field and the DepthwiseConvolution / ConvolutionDepthwise
+    names as OpenCV reads them (it knows only ConvolutionDepthwise: the other is given to it as
+    Convolution, and slice_dim as axis), ShuffleChannel and ReLU6."""
+    body = ('name: "mobile_ports"\n' + _input((1, 6, 9, 8))
+            + 'layer { name: "dw" type: "ConvolutionDepthwise" bottom: "data" top: "dw" convolution_param { num_output: 6 group: 6 kernel_size: 3 pad: 1 } }\n'
+            + 'layer { name: "dw2" type: "{dw2}" bottom: "dw" top: "dw2" convolution_param { num_output: 12 group: 6 kernel_size: 3 stride: 2 } }\n'
+            + 'layer { name: "relu6" type: "ReLU6" bottom: "dw2" top: "relu6" }\n'
+            + 'layer { name: "shuffle" type: "ShuffleChannel" bottom: "relu6" top: "shuffle" shuffle_channel_param { group: 3 } }\n'
+            + 'layer { name: "slice" type: "Slice" bottom: "shuffle" top: "s1" top: "s2" slice_param { slice_dim: 2 slice_point: 2 } }\n'
+            + 'layer { name: "sum" type: "Eltwise" bottom: "s1" bottom: "s2" top: "sum" }\n')
+    path = _write(tmp_path, "mobile", body.replace("{dw2}", "DepthwiseConvolution"))
+    # OpenCV reads Slice's ``axis`` only (slice_dim would cut channels): it is given axis 2.
+    opencv_path = _write(tmp_path, "mobile_opencv", body.replace("{dw2}", "Convolution").replace("slice_dim: 2", "axis: 2"))
+    result = run_case(Case("mobile_ports", path, (1, 6, 9, 8), deploy=opencv_path, input_scale=4.0), tmp_path)
+    _check(result)
+    assert {b.layer for b in result.blobs} >= {"dw", "dw2", "relu6", "shuffle", "slice"}
