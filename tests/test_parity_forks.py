@@ -364,7 +364,6 @@ def test_faster_rcnn_proposal_matches_opencv(tmp_path):
 def test_diff_runs_across_fork_layers(tmp_path, net, against):
     """`convnet diff` (the CLI) over the fork layers: every blob of the second run agrees."""
     from click.testing import CliRunner
-
     from convnet_cli.main import cli
 
     text = {"segnet": segnet_net, "psp": psp_net, "fcn": fcn_net}[net]()

@@ -2,7 +2,8 @@
 messages and field names of SegNet, PSPNet, Fast R-CNN, R-FCN, ShuffleNet and the YOLO ports)."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Writer = Callable[[Any, Any, Any, Any], None]
 
