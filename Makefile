@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.convnet-installed
 DEMO := out/demo
 
-.PHONY: setup demo test bench proto clean
+.PHONY: setup demo test bench proto clean fuzz
 
 setup: $(STAMP)
 
@@ -39,6 +39,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# 10,000 mutated inputs per reader (prototxt, Caffe2 listing, solver, shapes, caffemodel,
+# binaryproto, solverstate, Datum, images): cases and failures per target.
+fuzz: setup
+	$(PY) tools/fuzz.py --cases 10000
 
 bench: setup
 	$(PY) bench/run.py
