@@ -6,11 +6,15 @@ import numpy as np
 from convnet_io.graph.layers.common import canonical_axis
 from convnet_io.graph.layers.vision import Pooling as PoolingSpec
 from convnet_io.graph.layers.vision import convolution_tail
+from convnet_io.graph.layers.conv_nd import is_nd
+from convnet_io.onnx_export.conv_nd import export_convolution_nd
 from convnet_io.onnx_export.registry import exporter
 
 
 @exporter("Convolution", "Deconvolution")
 def export_convolution(ctx, node):
+    if is_nd(node.attrs.spatial, ctx.shape(node.bottoms[0])):
+        return export_convolution_nd(ctx, node)
     a = node.attrs
     op = "ConvTranspose" if node.type == "Deconvolution" else "Conv"
     inputs_w = [ctx.blob(node, i) for i in range(len(node.params))]

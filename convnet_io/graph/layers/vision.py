@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convnet_io.graph.layers.common import canonical_axis, ceil_div, count, enum_name, filler, spatial_pair
+from convnet_io.graph.layers.conv_nd import ConvSpatial, conv_spatial, is_nd, nd_macs, nd_param_shapes, nd_top_shapes
 from convnet_io.graph.layers.registry import LayerSpec, register
 from convnet_io.graph.types import Filler, Shape
 
@@ -21,11 +22,18 @@ class ConvolutionAttrs:
     axis: int = 1
     weight_filler: Filler | None = None
     bias_filler: Filler | None = None
+    spatial: ConvSpatial | None = None  # the fields as written: N-D nets resolve them (conv_nd.py)
 
 
 def convolution_attrs(p: Any) -> ConvolutionAttrs:
-    if p.axis != 1:
-        raise ValueError(f"convolution axis {p.axis} is not supported (only axis 1, NCHW)")
+    spatial = conv_spatial(p)
+    if p.axis != 1 or max(len(p.kernel_size), len(p.stride), len(p.pad), len(p.dilation)) > 2:
+        # Another channel axis, or more than two spatial axes: conv_nd resolves the geometry
+        # against the bottom (the 2-D fields below are not used).
+        return ConvolutionAttrs(
+            num_output=int(p.num_output), kernel=(0, 0), group=int(p.group), bias_term=bool(p.bias_term),
+            axis=int(p.axis), weight_filler=filler(p.weight_filler, p.HasField("weight_filler")),
+            bias_filler=filler(p.bias_filler, p.HasField("bias_filler")), spatial=spatial)
     if p.HasField("kernel_h") != p.HasField("kernel_w"):
         raise ValueError("kernel_h and kernel_w must be given together")
     if p.HasField("kernel_h") and len(p.kernel_size):
@@ -50,6 +58,7 @@ def convolution_attrs(p: Any) -> ConvolutionAttrs:
         axis=int(p.axis),
         weight_filler=filler(p.weight_filler, p.HasField("weight_filler")),
         bias_filler=filler(p.bias_filler, p.HasField("bias_filler")),
+        spatial=spatial,
     )
     # Caffe's BaseConvolutionLayer: CHECK_GT(stride, 0) and CHECK_GT(dilation, 0), checked here so
     # the net is refused at build time, not by a division by zero later.
@@ -86,6 +95,8 @@ class Convolution(LayerSpec):
 
     @classmethod
     def top_shapes(cls, a, bottoms, num_tops):
+        if is_nd(a.spatial, bottoms[0]):
+            return nd_top_shapes(a, bottoms, deconv=False)
         out = []
         for b in bottoms:
             if tuple(b) != tuple(bottoms[0]):
@@ -97,6 +108,8 @@ class Convolution(LayerSpec):
 
     @classmethod
     def param_shapes(cls, a, bottoms):
+        if is_nd(a.spatial, bottoms[0]):
+            return nd_param_shapes(a, bottoms, deconv=False)
         w = (a.num_output, bottoms[0][1] // a.group, *a.kernel)
         return [w, (a.num_output,)] if a.bias_term else [w]
 
@@ -106,6 +119,8 @@ class Convolution(LayerSpec):
 
     @classmethod
     def macs(cls, a, bottoms, tops):
+        if is_nd(a.spatial, bottoms[0]):
+            return nd_macs(a, bottoms, tops, deconv=False)
         per_output = (bottoms[0][1] // a.group) * a.kernel[0] * a.kernel[1]
         return sum(count(t) * per_output for t in tops)
 
@@ -116,6 +131,8 @@ class Convolution(LayerSpec):
 class Deconvolution(Convolution):
     @classmethod
     def top_shapes(cls, a, bottoms, num_tops):
+        if is_nd(a.spatial, bottoms[0]):
+            return nd_top_shapes(a, bottoms, deconv=True)
         out = []
         for b in bottoms:
             if tuple(b) != tuple(bottoms[0]):
@@ -130,11 +147,15 @@ class Deconvolution(Convolution):
 
     @classmethod
     def param_shapes(cls, a, bottoms):
+        if is_nd(a.spatial, bottoms[0]):
+            return nd_param_shapes(a, bottoms, deconv=True)
         w = (bottoms[0][1], a.num_output // a.group, *a.kernel)
         return [w, (a.num_output,)] if a.bias_term else [w]
 
     @classmethod
     def macs(cls, a, bottoms, tops):
+        if is_nd(a.spatial, bottoms[0]):
+            return nd_macs(a, bottoms, tops, deconv=True)
         per_input = (a.num_output // a.group) * a.kernel[0] * a.kernel[1]
         return sum(count(b) * per_input for b in bottoms)
 

@@ -9,7 +9,9 @@ from convnet_io.graph import Graph, Node
 from convnet_io.graph.layers.common import canonical_axis, count
 from convnet_io.graph.layers.vision import Pooling as PoolingSpec
 from convnet_io.graph.layers.vision import convolution_tail
+from convnet_io.graph.layers.conv_nd import is_nd
 from convnet_io.torch_model.base import CaffeLayer
+from convnet_io.torch_model.converters.conv_nd import convert_convolution_nd
 from convnet_io.torch_model.registry import converter
 
 
@@ -53,6 +55,8 @@ class Deconvolution(Convolution):
 
 @converter("Convolution", "Deconvolution")
 def convert_convolution(node: Node, graph: Graph) -> nn.Module:
+    if is_nd(node.attrs.spatial, graph.shapes[node.bottoms[0]]):
+        return convert_convolution_nd(node, graph)
     shapes = [p.shape for p in node.params]
     if node.type == "Deconvolution":
         return Deconvolution(node.attrs, shapes[0], shapes[1] if len(shapes) > 1 else None)
