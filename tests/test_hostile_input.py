@@ -230,3 +230,16 @@ def test_a_bad_image_in_run_exits_2(classifier, tmp_path):
     net, w = classifier
     r = invoke("run", net, "--weights", w, "--mean-value", "0,0,0", bad)
     assert r.exit_code == 2 and r.stderr.startswith(f"error: {bad}: "), r.output
+
+
+@pytest.mark.parametrize("old, new", [
+    ("stride:4 pad:0 kernel:11", "stride:4 pad:0 kernel:100000000000000000000"),
+    ("stride:4 pad:0 kernel:11", "stride:4 pad:-100000000000000000000 kernel:11"),
+    ("input: data 1,3,227,227", "input: data 1,3,100000000000000000000,227"),
+])
+def test_caffe2_listing_dimension_of_ten_to_the_20_is_one_line(tmp_path, old, new):
+    text = (ROOT / "prototxt" / "alexnet_caffe2.txt").read_text()
+    assert old in text
+    p = tmp_path / "net_caffe2.txt"
+    p.write_text(text.replace(old, new, 1))
+    assert_one_line(invoke("build", p), "net_caffe2.txt:", "out of range")

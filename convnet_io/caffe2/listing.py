@@ -177,11 +177,17 @@ class _Translator:
         for blob in self.inputs:
             layer = net.layer.add(name=self.input_names[blob], type="Input", top=[blob])
             if blob in shapes:
-                layer.input_param.shape.add().dim.extend(shapes[blob][0])
+                try:
+                    layer.input_param.shape.add().dim.extend(shapes[blob][0])
+                except ValueError as e:  # a dimension past int64 (10^20): the file's, not a bug
+                    raise ParseError(self.path, shapes[blob][1], 1, f"input '{blob}': {e}") from None
         for op in self.predict:
             for blob in op.outputs:
                 self.dropped.pop(blob, None)
-            _CONVERTERS[op.type].fn(self, op)
+            try:
+                _CONVERTERS[op.type].fn(self, op)
+            except ValueError as e:  # a value Caffe's fields cannot hold (10^20, -10^20)
+                raise op.error(str(e)) from None
             for blob in op.outputs[1:]:
                 self.dropped[blob] = op
         net.layer.extend(self.layers)
