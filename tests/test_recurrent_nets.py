@@ -250,3 +250,36 @@ def test_lrcn_activity_deploy_runs():
     want = lstm_ref(np.float64(out["fc6-reshape"]), np.float64(out["reshape-cm"]), *b)[0]
     assert np.abs(out["lstm1"] - want).max() <= 1e-5
     assert np.allclose(out["probs"].sum(axis=2), 1, atol=1e-5)
+
+
+@pytest.mark.skipif(not FULL, reason="CONVNET_FULL_NETS=1 (98M parameters)")
+def test_lrcn_captioning_runs():
+    """LRCN captioning (factored, 2 layers) at TEST: CaffeNet's fc8 of 2 images is the second
+    LSTM's static input over 20 words."""
+    from convnet_io.api.loading import load_blobs
+    from convnet_io.torch_model import CaffeModule
+
+    shapes = {"cont_sentence": (20, 2), "input_sentence": (20, 2), "target_sentence": (20, 2),
+              "data": (2, 3, 227, 227), "label": (2,)}
+    g = load_graph(NETS / "lrcn.prototxt", phase="TEST", input_shapes=shapes,
+                   stages=("test-on-val", "factored", "2-layer"))
+    blobs, _ = load_blobs(g)
+    module = CaffeModule(g)
+    with torch.no_grad():
+        for layer, arrays in blobs.items():
+            for t, a in zip(module.caffe_blobs()[layer], arrays):
+                t.copy_(torch.from_numpy(np.asarray(a, dtype=np.float32)))
+    rng = np.random.default_rng(3)
+    feeds = _sentence_feeds(rng, 20, 2, 8801)
+    feeds.update(target_sentence=rng.integers(0, 8801, (20, 2)).astype(np.float32),
+                 data=(rng.standard_normal((2, 3, 227, 227)) * 50).astype(np.float32),
+                 label=np.zeros(2, np.float32))
+    with torch.no_grad():
+        out = module.run({k: torch.from_numpy(v) for k, v in feeds.items()},
+                         ["fc8", "lstm1", "lstm2", "cross_entropy_loss", "accuracy"])
+    out = {k: v.double().numpy() for k, v in out.items()}
+    W_xc, b_c, W_static, W_hc = (np.float64(x) for x in blobs["lstm2"])
+    want = lstm_ref(out["lstm1"], np.float64(feeds["cont_sentence"]), W_xc, b_c, W_hc,
+                    x_static=out["fc8"], W_xc_static=W_static)[0]
+    assert np.abs(out["lstm2"] - want).max() <= 1e-5
+    assert np.isfinite(out["cross_entropy_loss"]).all()
