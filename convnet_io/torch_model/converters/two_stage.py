@@ -43,14 +43,13 @@ class ROIPooling(CaffeLayer):
             x1, y1, x2, y2 = (_round(float(np.float32(v) * scale)) for v in roi[1:])
             hbins = roi_bins(y1, max(y2 - y1 + 1, 1), ph, h)
             wbins = roi_bins(x1, max(x2 - x1 + 1, 1), pw, w)
-            cells = []
-            for hs, he in hbins:
-                for ws, we in wbins:
-                    if he <= hs or we <= ws:
-                        cells.append(features.new_zeros(features.shape[1]))
-                    else:
-                        cells.append(features[b, :, hs:he, ws:we].amax(dim=(1, 2)))
-            rows.append(torch.stack(cells, dim=1).reshape(-1, ph, pw))
+            # Separable: the max over each column bin, then over each row bin of those; an empty
+            # bin (either extent 0) is 0.
+            low = features.new_full((features.shape[1], h), float("-inf"))
+            columns = torch.stack([features[b, :, :, ws:we].amax(dim=2) if we > ws else low for ws, we in wbins], dim=2)
+            low = features.new_full((features.shape[1], pw), float("-inf"))
+            cells = torch.stack([columns[:, hs:he].amax(dim=1) if he > hs else low for hs, he in hbins], dim=1)
+            rows.append(torch.where(torch.isneginf(cells), torch.zeros_like(cells), cells))
         return torch.stack(rows) if rows else features.new_zeros(0, features.shape[1], ph, pw)
 
     def extra_repr(self):
