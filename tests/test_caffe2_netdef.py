@@ -59,8 +59,11 @@ def _net(graph, blobs) -> Net:
 
 
 def _strip_fillers(attrs):
+    """The attributes less what a NetDef cannot carry: fillers (GivenTensorFill has values instead)
+    and a record of how the prototxt spelled its numbers (``stride: 1`` written or left out)."""
     if dataclasses.is_dataclass(attrs):
-        return dataclasses.replace(attrs, **{f.name: None for f in dataclasses.fields(attrs) if "filler" in f.name})
+        return dataclasses.replace(attrs, **{f.name: None for f in dataclasses.fields(attrs)
+                                             if "filler" in f.name or f.name == "spatial"})
     return attrs
 
 
@@ -367,3 +370,15 @@ def test_run_and_train_take_a_netdef_pair(tmp_path):
     for layer, arrays in blobs.items():
         for x, y in zip(arrays, tuned[layer]):
             np.testing.assert_array_equal(np.asarray(y).reshape(x.shape), x)
+
+
+def test_init_fills_the_predict_net_never_reads_are_ignored(tmp_path):
+    """Training leftovers in an init net (an int64 iteration counter, a learning rate) are skipped."""
+    _lenet_pair(tmp_path)
+    init = caffe2_pb2.NetDef.FromString((tmp_path / "init_net.pb").read_bytes())
+    it = init.op.add(type="ConstantFill", output=["optimizer_iteration"])
+    it.arg.add(name="shape", ints=[1])
+    it.arg.add(name="dtype", i=10)
+    init.op.add(type="CreateMutex", output=["iteration_mutex"])
+    (tmp_path / "init_net.pb").write_bytes(init.SerializeToString())
+    assert load_graph(tmp_path).shapes["prob"] == (1, 10)

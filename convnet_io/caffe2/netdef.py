@@ -130,10 +130,11 @@ class InitNet:
 def _read_init(path: str, predict: list[NetDefOp], inputs: set[str]) -> InitNet:
     net, arrays = read_netdef(path)
     ops = netdef_ops(net, path)
+    read = {b for op in predict for b in op.inputs}
     out = InitNet()
     for op in ops:
         blob = op.outputs[0] if op.outputs else ""
-        if blob in inputs:  # the translator's fill of the input blob: not a parameter
+        if blob in inputs or blob not in read:  # the input's own fill; training state the predict net never reads
             out.skipped.append(blob)
             continue
         if op.type in _INT_FILLS:
