@@ -383,11 +383,12 @@ def test_lstm_unit_forward_backward_is_caffes_with_non_binary_cont(tmp_path):
     assert np.abs(got_c - want_c).max() <= TOL and np.abs(got_h - want_h).max() <= TOL
 
 
-def test_export_validates_at_batch_1_and_7(tmp_path):
+@pytest.mark.parametrize("kind, opset", [("LSTM", 13), ("LSTM", 17), ("RNN", 13), ("RNN", 17)])
+def test_export_validates_at_batch_1_and_7(tmp_path, kind, opset):
     """`convnet export`'s own check: dim 0 (time, here) at 1 and 7 steps, ORT against PyTorch."""
     from convnet_io.tools.export import validate_onnx
-    net = seeded_net(tmp_path, recurrent_net("LSTM", True, False, x_shape=(4, N, 3)))
-    model = export_onnx(net.graph, net.blobs())
+    net = seeded_net(tmp_path, recurrent_net(kind, True, True, x_shape=(4, N, 3)))
+    model = export_onnx(net.graph, net.blobs(), opset=opset)
     result = validate_onnx(net, model, device="cpu")
     assert result.ok, result
     assert isinstance(model, onnx.ModelProto)
