@@ -458,9 +458,11 @@ def check_case(target: Target, data: bytes) -> tuple[str, str] | None:
     return None
 
 
-def run_target(target: Target, cases: int, seed: int = 0, start: int = 0) -> Report:
+def run_target(target: Target, cases: int, seed: int = 0, start: int = 0, on_progress=None) -> Report:
     report = Report(target.name)
     for i in range(start, start + cases):
+        if on_progress is not None and i % 100 == 0:
+            on_progress(report)
         data = case_input(target, seed, i)
         t0 = time.perf_counter()
         bad = check_case(target, data)

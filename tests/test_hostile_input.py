@@ -243,3 +243,33 @@ def test_caffe2_listing_dimension_of_ten_to_the_20_is_one_line(tmp_path, old, ne
     p = tmp_path / "net_caffe2.txt"
     p.write_text(text.replace(old, new, 1))
     assert_one_line(invoke("build", p), "net_caffe2.txt:", "out of range")
+
+
+# -- 7. a snapshot prefix is one trainer's --------------------------------------------------------
+
+def _dummy_solver(tmp_path):
+    net = tmp_path / "net.prototxt"
+    net.write_text("""
+layer { name: "data" type: "DummyData" top: "x" top: "y"
+  dummy_data_param { shape { dim: 2 dim: 3 } shape { dim: 2 dim: 1 } data_filler { type: "gaussian" } } }
+layer { name: "ip" type: "InnerProduct" bottom: "x" top: "ip" inner_product_param { num_output: 1 } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "ip" bottom: "y" top: "loss" }""")
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(f'net: "{net}"\nbase_lr: 0.01\nlr_policy: "fixed"\nmax_iter: 2\ndisplay: 0\n'
+                      f'snapshot_prefix: "{tmp_path / "snap"}"\nsolver_mode: CPU\n')
+    return solver
+
+
+def test_two_trainers_on_one_snapshot_prefix_are_refused(tmp_path):
+    from convnet_io.train.prefix_lock import PrefixLock
+
+    solver = _dummy_solver(tmp_path)
+    held = PrefixLock(str(tmp_path / "snap")).acquire()
+    try:
+        assert_one_line(invoke("train", "--solver", solver, "--workers", "0"), "another trainer", "snap")
+    finally:
+        held.release()
+    r = invoke("train", "--solver", solver, "--workers", "0")
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "snap_iter_2.caffemodel").exists()
+    assert not (tmp_path / "snap.lock").exists()

@@ -28,9 +28,15 @@ def child(name: str, cases: int, seed: int, out: Path) -> None:
     warnings.simplefilter("ignore")
     target = fuzzing.TARGETS_BY_NAME[name]
     t0 = time.time()
-    report = fuzzing.run_target(target, cases, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = out / f"{name}.progress"
+
+    def note(report) -> None:  # how far a long run has got, readable while it runs
+        progress.write_text(json.dumps({"cases": report.cases, "failures": len(report.failures),
+                                        "seconds": round(time.time() - t0)}) + "\n")
+
+    report = fuzzing.run_target(target, cases, seed, on_progress=note)
     for f in report.failures:
-        out.mkdir(parents=True, exist_ok=True)
         (out / f"{name}-{f.case}.bin").write_bytes(f.data)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"target": name, "cases": report.cases, "failures": len(report.failures),
@@ -45,6 +51,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target", action="append", help="only these targets (repeatable)")
     ap.add_argument("--out", default=str(ROOT / "out" / "fuzz"))
+    ap.add_argument("--jobs", type=int, default=1, help="targets run at the same time")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -54,14 +61,21 @@ def main() -> int:
 
     names = args.target or [t.name for t in fuzzing.TARGETS]
     failed = False
-    print(f"{'target':16} {'cases':>7} {'failures':>8} {'slowest':>8} {'peak MiB':>9} {'time':>7}")
-    for name in names:
-        proc = subprocess.run([sys.executable, __file__, "--child", name, "--cases", str(args.cases),
-                               "--seed", str(args.seed), "--out", args.out],
-                              capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    print(f"{'target':16} {'cases':>7} {'failures':>8} {'slowest':>8} {'peak MiB':>9} {'time':>7}", flush=True)
+    running: list[tuple[str, subprocess.Popen]] = []
+    pending = list(names)
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            name = pending.pop(0)
+            running.append((name, subprocess.Popen(
+                [sys.executable, __file__, "--child", name, "--cases", str(args.cases), "--seed", str(args.seed),
+                 "--out", args.out], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                env={**os.environ, "PYTHONWARNINGS": "ignore"})))
+        name, proc = running.pop(0)
+        stdout, stderr = proc.communicate()
+        lines = [line for line in stdout.splitlines() if line.startswith("{")]
         if proc.returncode or not lines:
-            print(f"{name:16} crashed (exit {proc.returncode}): {proc.stderr.strip()[-400:]}")
+            print(f"{name:16} crashed (exit {proc.returncode}): {stderr.strip()[-400:]}")
             failed = True
             continue
         r = json.loads(lines[-1])
@@ -71,6 +85,7 @@ def main() -> int:
               f"{r['peak_bytes'] / 2**20:>9.0f} {r['seconds']:>6.0f}s" + ("  OVER LIMIT" if over else ""))
         for k in r["kinds"]:
             print(f"    {k}  (cases {r['first']})")
+        sys.stdout.flush()
     return 1 if failed else 0
 
 

@@ -24,6 +24,7 @@ from convnet_io.graph import Graph
 from convnet_io.torch_model import CaffeModule
 from convnet_io.train.config import TrainOptions, apply_overrides, net_parameters, read_solver
 from convnet_io.train.metrics import MetricsLog, log
+from convnet_io.train.prefix_lock import PrefixLock
 from convnet_io.train.snapshot import learned_net_path, read_solverstate, snapshot_paths
 
 
@@ -241,6 +242,7 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         """Run to max_iter (or until a stop signal); returns the last test results and timings."""
         p = self.param
+        lock = PrefixLock(self.prefix).acquire() if self.root else None
         previous = self._install_signal_handlers()
         if self.root:
             for note in self.notes:
@@ -310,6 +312,8 @@ class Trainer:
                         last_test = self.test()
                     log("Optimization Done.")
         finally:
+            if lock is not None:
+                lock.release()
             if progress:
                 progress.close()
             self.metrics.close()
