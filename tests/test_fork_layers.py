@@ -246,5 +246,13 @@ layer { name: "proposal" type: "Proposal" bottom: "data" bottom: "deltas" bottom
     assert graph.shapes["rois"] == (300, 5)
     with pytest.raises(ConvnetError, match="no exact ONNX form"):
         export_onnx(graph, {})
+    import convnet_io
+
+    path = tmp_path / "rpn.prototxt"
+    path.write_text(text)
+    net = convnet_io.load(path)  # forward falls back to PyTorch (backend "auto")
+    out = net.forward({"data": np.full((1, 8, 4, 5), 0.5, np.float32), "deltas": np.zeros((1, 16, 4, 5), np.float32),
+                       "im_info": np.array([[64, 80, 1]], np.float32)})
+    assert out["rois"].shape == (300, 5) and (out["rois"][:, 3] <= 79).all()
     with pytest.raises(ConvnetError, match="anchors"):
         graph_from_text(text.replace("scale: 16 ", ""))

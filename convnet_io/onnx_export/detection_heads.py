@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from convnet_io.onnx_export.registry import exporter
+from convnet_io.onnx_export.registry import exporter, refuse
 
 INT64, FLOAT = 7, 1
 
@@ -155,8 +155,7 @@ def _region_nms(ctx, node, boxes: str, prob: str, count: int, a) -> str:
     return ctx.add("Transpose", [cleared], name=f"{node.name}/per_box", perm=[0, 2, 1])
 
 
-@exporter("Proposal")
-def export_proposal(ctx, node):
-    raise ValueError("Proposal has no exact ONNX form: OpenCV's (and py-faster-rcnn's) NMS measures pixel "
-                     "boxes with + 1 areas, which ONNX NonMaxSuppression cannot; export the net up to the "
-                     "RPN outputs and run the proposal step on the host")
+
+refuse("Proposal", "Proposal has no exact ONNX form: OpenCV's (and py-faster-rcnn's) NMS measures pixel "
+       "boxes with + 1 areas, which ONNX NonMaxSuppression cannot; export the net up to the RPN outputs "
+       "and run the proposal step on the host")

@@ -25,6 +25,8 @@ def exporter(*type_names: str):
 
 def export_node(ctx, node: Node) -> None:
     fn = _EXPORTERS.get(node.type)
+    if fn is None and node.type in _REFUSED:
+        raise LayerError(node.name, _REFUSED[node.type], node.type)
     if fn is None:
         raise LayerError(node.name, f"layer type '{node.type}' cannot be exported to ONNX yet; "
                          f"supported: {', '.join(sorted(_EXPORTERS))}", node.type)
@@ -32,6 +34,14 @@ def export_node(ctx, node: Node) -> None:
         fn(ctx, node)
     except (ValueError, NotImplementedError) as e:
         raise LayerError(node.name, str(e), node.type) from None
+
+
+_REFUSED: dict[str, str] = {}
+
+
+def refuse(type_name: str, reason: str) -> None:
+    """Record why a Caffe type has no ONNX form (the export names the reason; runners fall back)."""
+    _REFUSED[type_name] = reason
 
 
 def exporter_types() -> list[str]:
