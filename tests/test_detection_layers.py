@@ -370,3 +370,17 @@ def test_detection_output_checks_its_bottoms():
     text = _detection_text(1, 10, 3, 1, DETECTION_CASES["corner"]).replace("dim: 40 }", "dim: 44 }", 1)
     with pytest.raises(LayerError, match="location"):
         graph_from_text(text)
+
+
+def test_detection_output_refuses_a_torchscript_trace():
+    """A trace would freeze one input's rows into a constant: refused with a clear error."""
+    import torch
+
+    from convnet_io.errors import ConvnetError
+
+    c = DETECTION_CASES["corner"]
+    graph, module, _ = run_single(_detection_text(1, 10, 3, 1, c), {k: np.zeros(s) for k, s in
+                                  (("loc", (1, 40)), ("conf", (1, 30)), ("prior", (1, 2, 40)))})
+    inputs = tuple(torch.zeros(graph.shapes[v]) for v in graph.inputs)
+    with pytest.raises(ConvnetError, match="depend on the data"):
+        torch.jit.trace(module.eval(), inputs, check_trace=False)

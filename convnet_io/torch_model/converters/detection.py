@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from convnet_io.errors import ConvnetError
 from convnet_io.graph import Graph, Node
 from convnet_io.graph.layers.detection import (
     DetectionOutputAttrs,
@@ -45,6 +46,8 @@ class PriorBox(CaffeLayer):
 
     def forward(self, feature, image):
         key = (*feature.shape[2:], *image.shape[2:])
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():  # a constant of the trace
+            return torch.from_numpy(prior_box_values(self.attrs, *key)).to(feature.device)
         if key not in self._cache:
             self._cache[key] = torch.from_numpy(prior_box_values(self.attrs, *key))
         return self._cache[key].to(feature.device)
@@ -211,6 +214,11 @@ class DetectionOutput(CaffeLayer):
         self.attrs = attrs
 
     def forward(self, loc, conf, prior):
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():
+            # A trace would freeze this input's rows into a constant: refuse instead.
+            raise ConvnetError(f"DetectionOutput's rows depend on the data: TorchScript and torch.export "
+                               "cannot hold it; use the ONNX export (NonMaxSuppression) or export the net "
+                               "up to its bottoms")
         with np.errstate(over="ignore", invalid="ignore"):  # Caffe lets inf boxes through, silently
             out = detection_output(loc.detach().cpu().numpy(), conf.detach().cpu().numpy(),
                                    prior.detach().cpu().numpy(), self.attrs)
