@@ -216,7 +216,7 @@ class DetectionOutput(CaffeLayer):
     def forward(self, loc, conf, prior):
         if torch.jit.is_tracing() or torch.compiler.is_compiling():
             # A trace would freeze this input's rows into a constant: refuse instead.
-            raise ConvnetError(f"DetectionOutput's rows depend on the data: TorchScript and torch.export "
+            raise ConvnetError("DetectionOutput's rows depend on the data: TorchScript and torch.export "
                                "cannot hold it; use the ONNX export (NonMaxSuppression) or export the net "
                                "up to its bottoms")
         with np.errstate(over="ignore", invalid="ignore"):  # Caffe lets inf boxes through, silently
