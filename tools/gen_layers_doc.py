@@ -46,7 +46,7 @@ NOTES = {
     "PSROIPooling": "R-FCN: output_dim, group_size, spatial_scale; ONNX bin masks and Einsum",
     "Reorg": "YOLOv2: darknet's reorg (forward=0) as OpenCV runs it, stride",
     "Region": "YOLOv2 as OpenCV's region_layer.cpp: channels-last bottom, anchors as the blob, softmax, thresh 0.2, per-class NMS 0.4; ONNX NonMaxSuppression",
-    "Proposal": "py-faster-rcnn RPN as OpenCV runs it: anchors from base_size/ratio/scale, pixel CENTER_SIZE decode, clip to im_info, pre_nms_topn, NMS with +1 areas, post_nms_topn rows (zeros after); min_size unused as in OpenCV; not exported (ONNX NMS cannot measure +1 areas)",
+    "Proposal": "py-faster-rcnn RPN as OpenCV runs it: anchors from base_size/ratio/scale, pixel CENTER_SIZE decode, clip to im_info, pre_nms_topn, NMS with +1 areas, post_nms_topn rows (zeros after); min_size unused as in OpenCV; no ONNX form (ONNX NMS cannot measure +1 areas)",
     "ReLU6": "min(max(x, 0), 6)",
     "ShuffleChannel": "ShuffleNet: group",
     "Axpy": "SENet: a * X + Y, a per (n, c)",
