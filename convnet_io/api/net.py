@@ -160,13 +160,16 @@ class Net:
         from convnet_io.runtimes.engine_table import choose_engine
         from convnet_io.runtimes.onnxruntime_session import gpu_present
 
-        batch = max((np.shape(v)[0] for v in feeds.values() if np.ndim(v)), default=1)
-        engine = choose_engine(self.graph.name, int(batch), "cuda" if gpu_present() else "cpu")
+        batch = int(max((np.shape(v)[0] for v in feeds.values() if np.ndim(v)), default=1))
+        if ("engine", batch) in self._ort:  # decided once per batch size (cleared with the sessions)
+            return self._ort[("engine", batch)]
+        engine = choose_engine(self.graph.name, batch, "cuda" if gpu_present() else "cpu")
         if engine == "openvino":
             from convnet_io.runtimes.openvino_session import openvino_blocker
 
             if openvino_blocker(self.graph):
                 engine = "onnxruntime"
+        self._ort[("engine", batch)] = engine
         return engine
 
     def _run_torch_engine(self, engine: str, feeds: dict[str, Any], values: list[str]) -> dict[str, np.ndarray]:

@@ -1,0 +1,193 @@
+"""Bench section "engines": which engine runs each net fastest, and what ``backend="auto"`` gets.
+
+For AlexNet, GoogLeNet and ResNet-50 (deploy nets, seeded weights) at batch 1 and 32, float32, the
+engines as convnet runs them — eager PyTorch, torch.compile (compiled once per shape), ONNX Runtime
+(convnet's session) and OpenVINO (when installed) — next to each engine's *default* session
+(a bare ``InferenceSession`` / ``core.compile_model``) and its tuned one. From the medians it writes
+the table ``backend="auto"`` reads (convnet_io/runtimes/engine_table.json, see engine_table.py), then
+measures ``net.forward`` with ``auto`` reading that table, and the output of every engine against the
+eager module (max |a-b| / max |b|).
+
+Run alone: ``python bench/engines_bench.py [--quick] [--no-table]``.
+"""
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from bench.run import CpuMonitor, Timeout, interleaved, log, summary, time_limit  # noqa: E402
+
+MODELS = ROOT.parent / "shared" / "caffe-models"
+NETS = {
+    "AlexNet": MODELS / "bvlc_alexnet" / "deploy.prototxt",
+    "GoogLeNet": MODELS / "bvlc_googlenet" / "deploy.prototxt",
+    "ResNet-50": ROOT / "bench" / "resnet50_deploy.prototxt",
+}
+BATCHES = (1, 32)
+ENGINE_OF = {"eager PyTorch": "torch", "torch.compile": "torch.compile", "ONNX Runtime (convnet's session)": "onnxruntime",
+             "OpenVINO (convnet's session)": "openvino"}
+DEFAULTS = ("ONNX Runtime (default session)", "OpenVINO (default compile_model)")
+
+
+def _variants(net, x: np.ndarray, out: str, compile_timeout: int, notes: dict) -> dict[str, Callable[[], Any]]:
+    import torch
+
+    from bench.run import _session
+    from convnet_io.onnx_export import export_onnx
+    from convnet_io.runtimes.compiled import compile_fetch, run_compiled
+    from convnet_io.runtimes.onnxruntime_session import make_session
+    from convnet_io.runtimes.openvino_session import OpenVinoSession, openvino_available
+
+    v: dict[str, Callable[[], Any]] = {}
+    v["eager PyTorch"] = lambda: net.run_values({"data": x}, [out])[out]
+    xt = torch.from_numpy(x)
+    try:
+        torch._dynamo.reset()
+        compiled = compile_fetch(net.module, [out])
+        with time_limit(compile_timeout):
+            run_compiled(compiled, {"data": xt})
+        v["torch.compile"] = lambda: run_compiled(compiled, {"data": xt})[out]
+    except (Timeout, Exception) as e:  # noqa: BLE001  (reported, not fatal)
+        notes["torch.compile"] = f"skipped: {type(e).__name__}: {str(e)[:160]}"
+    model = export_onnx(net.graph, net.blobs()).SerializeToString()
+    ort_convnet = make_session(model, "cpu")
+    ort_default = _session(model, tuned=False)
+    ort_tuned = _session(model, tuned=True)
+    v["ONNX Runtime (convnet's session)"] = lambda: ort_convnet.run([out], {"data": x})[0]
+    v["ONNX Runtime (default session)"] = lambda: ort_default.run([out], {"data": x})[0]
+    v["ONNX Runtime (tuned session)"] = lambda: ort_tuned.run([out], {"data": x})[0]
+    if openvino_available():
+        import openvino as ov
+
+        ov_convnet = OpenVinoSession(model)
+        core = ov.Core()
+        ov_default = core.compile_model(core.read_model(model), "CPU")
+        ov_tuned = OpenVinoSession(model, threads=os.cpu_count(), hint="LATENCY" if x.shape[0] == 1 else "THROUGHPUT")
+        req = ov_default.create_infer_request()
+        v["OpenVINO (convnet's session)"] = lambda: ov_convnet.run([out], {"data": x})[0]
+        v["OpenVINO (default compile_model)"] = lambda: req.infer({"data": x})[ov_default.output(out)]
+        v["OpenVINO (tuned)"] = lambda: ov_tuned.run([out], {"data": x})[0]
+    else:
+        notes["OpenVINO"] = "not installed (pip install 'convnet[openvino]')"
+    return v
+
+
+def bench_net(name: str, path: Path, batch: int, quick: bool, compile_timeout: int) -> dict[str, Any]:
+    import convnet_io
+    from convnet_io.tools.export import seeded_inputs
+
+    net = convnet_io.load(path, input_shapes={"data": (batch, *convnet_io.load_graph(path).shapes["data"][1:])},
+                          seed=1, backend="torch")
+    out = net.graph.outputs[0]
+    x = seeded_inputs(net.graph, batch, seed=batch)["data"]
+    notes: dict[str, str] = {}
+    log(f"[engines] {name}, batch {batch}: building")
+    variants = _variants(net, x, out, compile_timeout, notes)
+    ref = net.run_values({"data": x}, [out])[out]
+    scale = max(float(np.abs(ref).max()), 1e-12)
+    errors = {k: float(np.abs(np.asarray(fn()).reshape(ref.shape) - ref).max() / scale) for k, fn in variants.items()}
+    mon = CpuMonitor()
+    rounds = (3 if quick else 10) if batch == 1 else (2 if quick else 4)
+    times = interleaved(variants, rounds=rounds, warmup=1, label=f"{name} b{batch} ")
+    res = {k: {**summary(t), "max_rel_err_vs_eager": errors[k]} for k, t in times.items()}
+    for r in res.values():
+        r["images_per_s"] = batch / r["median_s"]
+    fastest = min((k for k in res if k in ENGINE_OF), key=lambda k: res[k]["median_s"])
+    del variants
+    gc.collect()
+    return {"net": net.graph.name, "batch": batch, "results": res, "fastest_engine": ENGINE_OF[fastest],
+            "notes": notes, "others_cores": mon.others(), "path": str(path), "output": out}
+
+
+def bench_auto(row: dict[str, Any], quick: bool) -> None:
+    """net.forward with backend="auto" reading the table just written; adds the auto row and ratios."""
+    import convnet_io
+    from convnet_io.tools.export import seeded_inputs
+
+    path, batch, out = Path(row["path"]), row["batch"], row["output"]
+    net = convnet_io.load(path, input_shapes={"data": (batch, *convnet_io.load_graph(path).shapes["data"][1:])},
+                          seed=1, backend="auto")
+    x = seeded_inputs(net.graph, batch, seed=batch)["data"]
+    ref = net.run_values({"data": x}, [out])[out]
+    got = net.forward({"data": x}, blobs=[out])[out]  # builds (and for torch.compile compiles) once
+    rounds = (3 if quick else 10) if batch == 1 else (2 if quick else 4)
+    t = interleaved({"auto": lambda: net.forward({"data": x}, blobs=[out])}, rounds=rounds, warmup=1,
+                    label=f"{row['net']} b{batch} auto ")["auto"]
+    res = row["results"]
+    auto = {**summary(t), "max_rel_err_vs_eager": float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-12))}
+    auto["images_per_s"] = batch / auto["median_s"]
+    res["convnet auto (net.forward)"] = auto
+    defaults = [k for k in DEFAULTS if k in res]
+    best_default = min(defaults, key=lambda k: res[k]["median_s"])
+    best_any = min((k for k in res if k != "convnet auto (net.forward)"), key=lambda k: res[k]["median_s"])
+    row["auto_vs_best_default"] = res[best_default]["median_s"] / auto["median_s"]
+    row["auto_vs_best_tuned"] = res[best_any]["median_s"] / auto["median_s"]
+    row["best_default"], row["best_any"] = best_default, best_any
+    row["auto_engine"] = net._engine_for({"data": x})
+
+
+def run(quick: bool = False, compile_timeout: int = 300, write_table: bool = True) -> dict[str, Any]:
+    from convnet_io.runtimes import engine_table
+
+    rows = []
+    for name, path in NETS.items():
+        if not path.exists():
+            log(f"[engines] {name}: {path} not found")
+            continue
+        for batch in BATCHES:
+            rows.append(bench_net(name, path, batch, quick, compile_timeout))
+    table: dict[str, dict[int, str]] = {}
+    for r in rows:
+        table.setdefault(r["net"], {})[r["batch"]] = r["fastest_engine"]
+    import platform
+
+    target = engine_table.TABLE if write_table else Path(tempfile.mkdtemp()) / "engine_table.json"
+    engine_table.write_table(target, {"cpu": table}, platform.node(), time.strftime("%Y-%m-%d %H:%M:%S %Z"))
+    os.environ["CONVNET_ENGINE_TABLE"] = str(target)
+    for r in rows:
+        bench_auto(r, quick)
+    targets = {}
+    for r in rows:
+        targets[f"{r['net']} batch {r['batch']}: auto at least 1.2x the fastest engine's default session"] = \
+            r["auto_vs_best_default"] >= 1.2
+        targets[f"{r['net']} batch {r['batch']}: auto at least as fast as the best tuned session (3 % spread)"] = \
+            r["auto_vs_best_tuned"] >= 0.97
+        targets[f"{r['net']} batch {r['batch']}: auto within 1e-5 of the eager module"] = \
+            r["results"]["convnet auto (net.forward)"]["max_rel_err_vs_eager"] <= 1e-5
+    return {"rows": rows, "table": str(target), "targets": targets}
+
+
+def markdown(res: dict[str, Any]) -> str:
+    out = ["### f. Engines per net and batch; what `auto` picks", "",
+           f"`auto` reads the table this section wrote ({Path(res['table']).name}): the engine measured fastest "
+           "for the net and batch, as convnet runs it.", ""]
+    for r in res["rows"]:
+        out += [f"**{r['net']}, batch {r['batch']}** (others: {r['others_cores']:.2f} cores): fastest engine "
+                f"**{r['fastest_engine']}**; auto ran {r.get('auto_engine')}: "
+                f"{r.get('auto_vs_best_default', float('nan')):.2f}x the best default session ({r.get('best_default')}), "
+                f"{r.get('auto_vs_best_tuned', float('nan')):.2f}x the best of all ({r.get('best_any')}).", "",
+                "| engine | median / batch | images/s | max rel. err vs eager |", "|---|---:|---:|---:|"]
+        for k, v in r["results"].items():
+            out.append(f"| {k} | {1000 * v['median_s']:.1f} ms | {v['images_per_s']:.1f} | {v['max_rel_err_vs_eager']:.1e} |")
+        for k, n in r["notes"].items():
+            out.append(f"\n*{k}*: {n}")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    import json
+
+    report = run(quick="--quick" in sys.argv, write_table="--no-table" not in sys.argv)
+    print(markdown(report))
+    print(json.dumps(report["targets"], indent=2))
