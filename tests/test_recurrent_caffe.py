@@ -139,3 +139,51 @@ def test_matches_caffe(tmp_path, kind, static, expose):
     print(f"{kind} static={static} expose={expose}: max |convnet - caffe| = {max(worst.values()):.3g}")
     for key, err in worst.items():
         assert err <= 1e-5, (key, err)
+
+
+UNIT_SCRIPT = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import caffe
+    caffe.set_mode_cpu()
+    proto, inputs, out = sys.argv[1:4]
+    feeds = dict(np.load(inputs))
+    net = caffe.Net(proto, caffe.TRAIN)
+    for k in ("c_prev", "gates", "cont", "c_target", "h_target"):
+        net.blobs[k].data[...] = feeds[k]
+    net.forward()
+    net.backward()
+    np.savez(out, c=net.blobs["c"].data, h=net.blobs["h"].data, c_prev_diff=net.blobs["c_prev"].diff,
+             gates_diff=net.blobs["gates"].diff)
+""")
+
+
+def test_lstm_unit_matches_caffe(tmp_path):
+    """LSTMUnit on its own, cont in {0, 1, 0.5, -0.7, 2}: forward and Caffe's backward."""
+    streams, hidden = 5, 3
+    dims = {"c_prev": (1, streams, hidden), "gates": (1, streams, 4 * hidden), "cont": (1, streams),
+            "c_target": (1, streams, hidden), "h_target": (1, streams, hidden)}
+    text = 'name: "unit" force_backward: true\n' + "".join(
+        f'layer {{ name: "{k}" type: "Input" top: "{k}" input_param {{ shape {{ '
+        + " ".join(f"dim: {d}" for d in v) + " } } }\n" for k, v in dims.items())
+    text += ('layer { name: "unit" type: "LSTMUnit" bottom: "c_prev" bottom: "gates" bottom: "cont" top: "c" top: "h" }\n'
+             'layer { name: "lc" type: "EuclideanLoss" bottom: "c" bottom: "c_target" top: "lc" }\n'
+             'layer { name: "lh" type: "EuclideanLoss" bottom: "h" bottom: "h_target" top: "lh" }\n')
+    proto = tmp_path / "unit.prototxt"
+    proto.write_text(text)
+    rng = np.random.default_rng(12)
+    feeds = {k: rng.standard_normal(v).astype(np.float32) for k, v in dims.items()}
+    feeds["cont"] = np.array([[0, 1, 0.5, -0.7, 2]], np.float32)
+    np.savez(tmp_path / "in.npz", **feeds)
+    subprocess.run([CAFFE_PYTHON, "-c", UNIT_SCRIPT, str(proto), str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+                   check=True, env=dict(os.environ, GLOG_minloglevel="2"))
+    caffe = dict(np.load(tmp_path / "out.npz"))
+    net = convnet_io.load(proto, phase="TRAIN")
+    t = {k: torch.tensor(v, requires_grad=k in ("c_prev", "gates")) for k, v in feeds.items()}
+    out = net.module.run(t, ["c", "h", "lc", "lh"])
+    (out["lc"] + out["lh"]).backward()
+    got = {"c": out["c"].detach().numpy(), "h": out["h"].detach().numpy(),
+           "c_prev_diff": t["c_prev"].grad.numpy(), "gates_diff": t["gates"].grad.numpy()}
+    worst = {k: float(np.abs(got[k] - caffe[k]).max()) for k in got}
+    print(f"LSTMUnit: max |convnet - caffe| = {max(worst.values()):.3g}")
+    assert max(worst.values()) <= 1e-6, worst
