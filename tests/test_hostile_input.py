@@ -273,3 +273,64 @@ def test_two_trainers_on_one_snapshot_prefix_are_refused(tmp_path):
     assert r.exit_code == 0, r.output
     assert (tmp_path / "snap_iter_2.caffemodel").exists()
     assert not (tmp_path / "snap.lock").exists()
+
+
+# -- 8. init on nets with labels and HDF5 sources --------------------------------------------------
+
+def _without_data_layers(text: str) -> str:
+    """The net with its Data layers dropped (their tops become one Input layer's)."""
+    out, pos = [], 0
+    for m in __import__("re").finditer(r"layer\s*\{", text):
+        if m.start() < pos:
+            continue
+        depth, j = 0, m.start()
+        while True:
+            depth += {"{": 1, "}": -1}.get(text[j], 0)
+            if text[j] == "}" and depth == 0:
+                break
+            j += 1
+        block = text[m.start():j + 1]
+        out.append(text[pos:m.start()])
+        if 'type: "Data"' not in block:
+            out.append(block)
+        pos = j + 1
+    return "".join(out) + text[pos:]
+
+
+@pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
+def test_init_calibrates_batchnorm_with_a_label_input(tmp_path, phase):
+    """BVLC's cifar10_full_sigmoid_train_test_bn with inputs for its data: calibration runs only
+    what the BatchNorm layers read, so random 'labels' never reach the loss or accuracy."""
+    from convnet_io.caffe.caffemodel import read_caffemodel
+
+    text = (MODELS / "cifar10" / "cifar10_full_sigmoid_train_test_bn.prototxt").read_text()
+    p = tmp_path / "bn.prototxt"
+    p.write_text('layer { name: "data" type: "Input" top: "data" top: "label" input_param { '
+                 'shape { dim: 8 dim: 3 dim: 32 dim: 32 } shape { dim: 8 } } }\n' + _without_data_layers(text))
+    w = tmp_path / "bn.caffemodel"
+    r = invoke("init", p, "-o", w, "--phase", phase)
+    assert r.exit_code == 0, r.output
+    assert "3 BatchNorm layers calibrated" in r.stdout
+    blobs = {layer.name: layer.blobs for layer in read_caffemodel(w)}
+    assert blobs["bn1"][2][0] == 1.0 and blobs["bn1"][1].min() > 0
+
+
+def test_init_reads_hdf5_shapes_from_the_list_and_files(tmp_path, monkeypatch):
+    import h5py
+    import numpy as np
+
+    with h5py.File(tmp_path / "part1.h5", "w") as f:
+        f["data"] = np.zeros((20, 3, 8, 8), np.float32)
+        f["label"] = np.zeros((20,), np.float32)
+    (tmp_path / "train.txt").write_text("part1.h5\n")
+    p = tmp_path / "h5.prototxt"
+    p.write_text('layer { name: "d" type: "HDF5Data" top: "data" top: "label" '
+                 'hdf5_data_param { source: "train.txt" batch_size: 4 } }\n'
+                 'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip" inner_product_param { num_output: 2 } }\n'
+                 'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "ip" bottom: "label" top: "loss" }\n')
+    monkeypatch.chdir(ROOT)  # the list is found beside the net, as Caffe's paths are tried from both
+    r = invoke("init", p, "-o", tmp_path / "w.caffemodel")
+    assert r.exit_code == 0, r.output
+    assert "386 parameters" in r.stdout  # 2 x 192 weights + 2 biases: 3x8x8 read from the file
+    (tmp_path / "train.txt").unlink()
+    assert_one_line(invoke("build", p), "HDF5 shapes cannot be known")

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from convnet_io.caffe.layer_files import read_layer_files
+from convnet_io.caffe.hdf5_shapes import hook as hdf5_hook
 from convnet_io.caffe.netstate import filter_layers, state_for
 from convnet_io.errors import ConvnetError, LayerError
 from convnet_io.graph import Graph, Node, ParamSpec, Shape, value_id
@@ -29,6 +30,7 @@ def build_graph(
     state = state_for(net, phase, level, tuple(stages))
     notes: list[str] = list(notices or [])
     ctx = _source_context(input_shapes, notes.append)
+    ctx.hdf5_shapes = hdf5_hook(source_path)
     layers = [_LayerView(lyr) for lyr in filter_layers(net, state)]
     _check_order(layers)
 

@@ -14,9 +14,17 @@ def calibrate_batchnorm(module: CaffeModule, feeds: dict[str, torch.Tensor]) -> 
     env = dict(feeds)
     was_training = module.training
     module.eval()
+    # Only what some BatchNorm reads is run: a loss or accuracy layer fed random "labels" would
+    # index out of range, and says nothing about the statistics anyway.
+    needed: set[str] = set()
+    wanted: set[int] = set()
+    for node in reversed(module.graph.nodes):
+        if node.type == "BatchNorm" or any(t in needed for t in node.tops):
+            wanted.add(id(node))
+            needed.update(node.bottoms)
     try:
         for node in module.graph.nodes:
-            if node.is_source:
+            if node.is_source or id(node) not in wanted:
                 continue
             layer = module.layer(node.name)
             bottoms = [env[b] for b in node.bottoms]

@@ -39,6 +39,9 @@ class SourceContext:
     named: dict[str, Shape] = field(default_factory=dict)
     default: Shape | None = None
     notice: Callable[[str], None] = print
+    # (source, tops, batch_size) -> the tops' shapes from an HDF5Data layer's files, or None when
+    # they are not on the machine; the net reader provides it (the graph reads no files).
+    hdf5_shapes: Callable[[str, list[str], int], list[Shape] | None] | None = None
 
     def given(self, top: str) -> Shape | None:
         return self.named.get(top, self.default)
@@ -194,6 +197,10 @@ class HDF5Data(Source):
     @classmethod
     def source_shapes(cls, layer_name, a, tops, ctx):
         given = ctx.given(tops[0])
+        if given is None and ctx.hdf5_shapes is not None:
+            read = ctx.hdf5_shapes(a.source, list(tops), a.batch_size)
+            if read is not None:
+                return [ctx.named.get(t, s) for t, s in zip(tops, read)]
         if given is None:
             raise ValueError(f"HDF5 shapes cannot be known without reading '{a.source}': "
                              "give --input-shape N,C,H,W")
