@@ -13,10 +13,20 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "LAYERS.md"
 
 NOTES = {
+    "ContrastiveLoss": "margin, legacy_version; Caffe's gradient (distance + 1e-4); not exported (training only)",
+    "HingeLoss": "L1, L2; not exported (training only)",
+    "InfogainLoss": "softmax inside, H from infogain_loss_param.source (BlobProto) or a third bottom, axis, ignore_label, normalization, prob top; not exported (training only)",
+    "MultinomialLogisticLoss": "probabilities in, log threshold 1e-20 with Caffe's gradient; not exported (training only)",
+    "SPP": "pyramid_height, MAX/AVE (STOCHASTIC at TEST); each level Caffe's Pooling; one level keeps the 4-D top",
+    "BatchReindex": "rows by a float index blob (truncated); gradients accumulated; ONNX Gather",
+    "Filter": "rows whose selector is non-zero; graph shape is Caffe's set-up shape (all rows); ONNX Compress with a symbolic row count",
+    "HDF5Output": "writes bottoms 0 and 1 as datasets data and label to file_name on each forward; no top, so not in ONNX",
+    "Im2col": "kernel/stride/pad/dilation per spatial axis, any channel axis; F.unfold in 2-D, one-hot grouped Conv otherwise and in ONNX",
+    "Python": "pycaffe layers: see the pycaffe issue",
     "Pooling": "MAX/AVE (STOCHASTIC at TEST); ceil with Caffe's clip rule, FLOOR, global; AVE divisor counts padding, not the ceil overhang; MAX mask top (plane index h*W+w, SegNet); the forks' ceil_mode",
     "LRN": "ACROSS_CHANNELS and WITHIN_CHANNEL; alpha divided by local_size (by local_size² within a channel) as Caffe",
-    "Convolution": "group, dilation, separate h/w kernel/pad/stride, bias_term; C++ truncating output size",
-    "Deconvolution": "group, stride, pad, bias_term",
+    "Convolution": "group, dilation, separate h/w kernel/pad/stride, bias_term; C++ truncating output size; N-D (1 to 3 spatial axes), any channel axis, force_nd_im2col",
+    "Deconvolution": "group, stride, pad, bias_term; N-D and any channel axis as Convolution",
     "InnerProduct": "axis, transpose, bias_term",
     "BatchNorm": "use_global_stats, moving_average_fraction, eps, the third blob's scale factor; exported with statistics folded",
     "Scale": "axis, num_axes, bias_term, second bottom",
@@ -58,6 +68,19 @@ NOTES = {
 }
 
 
+# Every name in BVLC Caffe's layer registry (REGISTER_LAYER_CLASS / REGISTER_LAYER_CREATOR in
+# src/caffe/layers/*.cpp and layer_factory.cpp, master): each gets a row, known or not.
+BVLC_REGISTRY = (
+    "AbsVal", "Accuracy", "ArgMax", "BNLL", "BatchNorm", "BatchReindex", "Bias", "Clip", "Concat",
+    "ContrastiveLoss", "Convolution", "Crop", "Data", "Deconvolution", "Dropout", "DummyData", "ELU",
+    "Eltwise", "Embed", "EuclideanLoss", "Exp", "Filter", "Flatten", "HDF5Data", "HDF5Output", "HingeLoss",
+    "Im2col", "ImageData", "InfogainLoss", "InnerProduct", "Input", "LRN", "LSTM", "LSTMUnit", "Log", "MVN",
+    "MemoryData", "MultinomialLogisticLoss", "PReLU", "Parameter", "Pooling", "Power", "Python", "RNN",
+    "ReLU", "Reduction", "Reshape", "SPP", "Scale", "Sigmoid", "SigmoidCrossEntropyLoss", "Silence", "Slice",
+    "Softmax", "SoftmaxWithLoss", "Split", "Swish", "TanH", "Threshold", "Tile", "WindowData",
+)
+
+
 def rows() -> list[tuple[str, ...]]:
     sys.path.insert(0, str(ROOT))
     from convnet_io.graph.layers import get_spec, supported_types
@@ -68,13 +91,19 @@ def rows() -> list[tuple[str, ...]]:
     tests = sorted((ROOT / "tests").glob("test_*.py"))
     texts = {t.name: t.read_text(encoding="utf-8") for t in tests}
     out = []
-    for t in supported_types():
+    for t in sorted(set(supported_types()) | set(BVLC_REGISTRY)):
         spec = get_spec(t)
+        bvlc = "yes" if t in BVLC_REGISTRY else "no"
+        if spec is None:
+            out.append((t, bvlc, "no", "no", "no", NOTES.get(t, ""), "-"))
+            continue
         pattern = re.compile(rf'type:\s*\\?"{re.escape(t)}\\?"|"{re.escape(t)}"')
         used = [name for name, text in texts.items() if pattern.search(text)]
         source = spec.source
         out.append((
             t,
+            bvlc,
+            "yes",
             "source" if source else ("yes" if t in torch_types else "no"),
             "input" if source else ("yes" if t in onnx_types else "training only" if t in NOTES and "not exported" in NOTES[t] else "no"),
             NOTES.get(t, ""),
@@ -85,12 +114,15 @@ def rows() -> list[tuple[str, ...]]:
 
 def render() -> str:
     head = ["# Layers", "",
-            "Every Caffe layer type convnet knows. Each has a shape rule in `convnet_io/graph/layers/`; "
+            "Every type in BVLC Caffe's layer registry and every other Caffe layer type convnet knows "
+            "(the forks'). BVLC says whether the type is in BVLC Caffe's registry; graph whether convnet "
+            "has its shape rule in `convnet_io/graph/layers/`; "
             "PyTorch and ONNX columns say whether a converter (`convnet_io/torch_model/converters/`) and "
             "an exporter (`convnet_io/onnx_export/`) exist. Tests compare against float64 NumPy "
             "references of Caffe's formulas and against OpenCV's Caffe importer on whole nets.",
             "Generated by `python tools/gen_layers_doc.py`; a test fails when it is stale.", "",
-            "| type | PyTorch | ONNX | semantics | tests |", "| --- | --- | --- | --- | --- |"]
+            "| type | BVLC | graph | PyTorch | ONNX | semantics | tests |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
     return "\n".join(head + [f"| {' | '.join(r)} |" for r in rows()]) + "\n"
 
 
