@@ -12,10 +12,9 @@ def make_digits(root: Path) -> Path:
     """scikit-learn's 8x8 digits scaled to 28x28 PNGs, as train (1437) and test (360) LMDBs made
     by `convnet convert-imageset`."""
     from click.testing import CliRunner
+    from convnet_cli.main import cli
     from PIL import Image
     from sklearn.datasets import load_digits
-
-    from convnet_cli.main import cli
 
     (root / "img").mkdir(parents=True)
     d = load_digits()

@@ -139,7 +139,6 @@ def test_classifier_and_forward_all_pad(weights):
 
 
 def test_detector_windows(weights):
-    import cv2
 
     mu = np.load(caffe_root + 'imagenet/ilsvrc_2012_mean.npy').mean(1).mean(1)
     model_def = caffe_root + 'bvlc_reference_caffenet/deploy.prototxt'

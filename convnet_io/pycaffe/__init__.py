@@ -5,16 +5,60 @@ from __future__ import annotations
 
 from convnet_io.pycaffe import io
 from convnet_io.pycaffe.classifier import Classifier, Detector
-from convnet_io.pycaffe.globals import (Layer, __version__, get_mode, init_log, layer_type_list, log,
-                                        set_device, set_mode_cpu, set_mode_gpu, set_random_seed,
-                                        solver_count, solver_rank)
+from convnet_io.pycaffe.globals import (
+                                        Layer,
+                                        __version__,
+                                        get_mode,
+                                        init_log,
+                                        layer_type_list,
+                                        log,
+                                        set_device,
+                                        set_mode_cpu,
+                                        set_mode_gpu,
+                                        set_random_seed,
+                                        solver_count,
+                                        solver_rank,
+)
 from convnet_io.pycaffe.net import TEST, TRAIN, Net
 from convnet_io.pycaffe.net_spec import NetSpec, layers, params, to_proto
-from convnet_io.pycaffe.solver import (AdaDeltaSolver, AdaGradSolver, AdamSolver, NesterovSolver,
-                                       RMSPropSolver, SGDSolver, get_solver)
+from convnet_io.pycaffe.solver import (
+                                        AdaDeltaSolver,
+                                        AdaGradSolver,
+                                        AdamSolver,
+                                        NesterovSolver,
+                                        RMSPropSolver,
+                                        SGDSolver,
+                                        get_solver,
+)
 
-__all__ = ["AdaDeltaSolver", "AdaGradSolver", "AdamSolver", "Classifier", "Detector", "Layer",
-           "NesterovSolver", "Net", "NetSpec", "RMSPropSolver", "SGDSolver", "TEST", "TRAIN",
-           "__version__", "get_mode", "get_solver", "init_log", "io", "layer_type_list", "layers",
-           "log", "params", "set_device", "set_mode_cpu", "set_mode_gpu", "set_random_seed",
-           "solver_count", "solver_rank", "to_proto"]
+__all__ = [
+                                        "TEST",
+                                        "TRAIN",
+                                        "AdaDeltaSolver",
+                                        "AdaGradSolver",
+                                        "AdamSolver",
+                                        "Classifier",
+                                        "Detector",
+                                        "Layer",
+                                        "NesterovSolver",
+                                        "Net",
+                                        "NetSpec",
+                                        "RMSPropSolver",
+                                        "SGDSolver",
+                                        "__version__",
+                                        "get_mode",
+                                        "get_solver",
+                                        "init_log",
+                                        "io",
+                                        "layer_type_list",
+                                        "layers",
+                                        "log",
+                                        "params",
+                                        "set_device",
+                                        "set_mode_cpu",
+                                        "set_mode_gpu",
+                                        "set_random_seed",
+                                        "solver_count",
+                                        "solver_rank",
+                                        "to_proto",
+]

@@ -9,7 +9,7 @@ import importlib.util
 import os
 import runpy
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 # pycaffe module names whose contents live in another convnet module
 _RENAMED = {"caffe.pycaffe": "convnet_io.pycaffe", "caffe._caffe": "convnet_io.pycaffe"}

@@ -17,7 +17,7 @@ class Blob:
         self._tensor = tensor  # the torch tensor behind a learnable blob (None for activations)
 
     @classmethod
-    def zeros(cls, shape) -> "Blob":
+    def zeros(cls, shape) -> Blob:
         return cls(np.zeros(tuple(int(d) for d in shape), dtype=np.float32))
 
     @property

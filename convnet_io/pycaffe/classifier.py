@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -113,12 +114,12 @@ class Detector(Net):
         box = np.round(np.tile(center, 2) + scaled_dims)
         full_h, full_w = box[2] - box[0] + 1, box[3] - box[1] + 1
         scale_h, scale_w = crop_size / full_h, crop_size / full_w
-        pad_y = int(round(max(0, -box[0]) * scale_h))
-        pad_x = int(round(max(0, -box[1]) * scale_w))
+        pad_y = round(float(max(0, -box[0]) * scale_h))
+        pad_x = round(float(max(0, -box[1]) * scale_w))
         im_h, im_w = im.shape[:2]
         box = np.clip(box, 0., [im_h, im_w, im_h, im_w]).astype(int)
         clip_h, clip_w = box[2] - box[0] + 1, box[3] - box[1] + 1
-        crop_h, crop_w = int(round(clip_h * scale_h)), int(round(clip_w * scale_w))
+        crop_h, crop_w = round(float(clip_h * scale_h)), round(float(clip_w * scale_w))
         crop_h = min(crop_h, crop_size - pad_y)
         crop_w = min(crop_w, crop_size - pad_x)
         context_crop = caffe_io.resize_image(im[box[0]:box[2], box[1]:box[3]], (crop_h, crop_w))

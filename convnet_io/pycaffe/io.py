@@ -4,7 +4,8 @@ Image decoding and resizing are convnet's own (``convnet_io.tools.preprocess``: 
 the bilinear sampling of ``skimage.transform.resize(order=1)``), so no scikit-image is needed."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -98,7 +99,8 @@ class Transformer:
 
     def _check_input(self, in_: str) -> None:
         if in_ not in self.inputs:
-            raise Exception(f"{in_} is not one of the net inputs: {self.inputs}")
+            raise Exception(  # noqa: TRY002 - pycaffe raises a plain Exception
+                f"{in_} is not one of the net inputs: {self.inputs}")
 
     def preprocess(self, in_: str, data: np.ndarray) -> np.ndarray:
         """H' x W' x K image -> K x H x W net input."""
@@ -138,13 +140,15 @@ class Transformer:
     def set_transpose(self, in_: str, order: Sequence[int]) -> None:
         self._check_input(in_)
         if len(order) != len(self.inputs[in_]) - 1:
-            raise Exception("Transpose order needs to have the same number of dimensions as the input.")
+            raise Exception(  # noqa: TRY002 - pycaffe raises a plain Exception
+                "Transpose order needs to have the same number of dimensions as the input.")
         self.transpose[in_] = order
 
     def set_channel_swap(self, in_: str, order: Sequence[int]) -> None:
         self._check_input(in_)
         if len(order) != self.inputs[in_][1]:
-            raise Exception("Channel swap needs to have the same number of dimensions as the input channels.")
+            raise Exception(  # noqa: TRY002 - pycaffe raises a plain Exception
+                "Channel swap needs to have the same number of dimensions as the input channels.")
         self.channel_swap[in_] = order
 
     def set_raw_scale(self, in_: str, scale: float) -> None:

@@ -85,7 +85,7 @@ class Net:
         self._setup(graph, module, net_param)
 
     @classmethod
-    def _wrap(cls, graph: Any, module: Any, net_param: Any, feeder: Any = None) -> "Net":
+    def _wrap(cls, graph: Any, module: Any, net_param: Any, feeder: Any = None) -> Net:
         """A Net over an existing module (the solver's train and test nets)."""
         net = cls.__new__(cls)
         net._setup(graph, module, net_param, feeder)
@@ -135,21 +135,21 @@ class Net:
 
     # -- pycaffe's properties -----------------------------------------------------------------------
     @property
-    def blobs(self) -> "OrderedDict[str, Blob]":
+    def blobs(self) -> OrderedDict[str, Blob]:
         return self._blobs
 
     @property
-    def params(self) -> "OrderedDict[str, list[Blob]]":
+    def params(self) -> OrderedDict[str, list[Blob]]:
         return OrderedDict((lr.name, lr.blobs) for lr in self.layers if lr.blobs)
 
     @property
-    def blob_loss_weights(self) -> "OrderedDict[str, float]":
+    def blob_loss_weights(self) -> OrderedDict[str, float]:
         return self._blob_loss_weights
 
     _blob_loss_weights_dict = blob_loss_weights
 
     @property
-    def layer_dict(self) -> "OrderedDict[str, LayerView]":
+    def layer_dict(self) -> OrderedDict[str, LayerView]:
         return OrderedDict(zip(self._layer_names, self.layers))
 
     @property
@@ -168,12 +168,12 @@ class Net:
         return list(dict.fromkeys(g.blob_of[v] for v in g.outputs))
 
     @property
-    def top_names(self) -> "OrderedDict[str, list[str]]":
+    def top_names(self) -> OrderedDict[str, list[str]]:
         g = self._base_graph
         return OrderedDict((n.name, [g.blob_of[t] for t in n.tops]) for n in g.nodes)
 
     @property
-    def bottom_names(self) -> "OrderedDict[str, list[str]]":
+    def bottom_names(self) -> OrderedDict[str, list[str]]:
         g = self._base_graph
         return OrderedDict((n.name, [g.blob_of[b] for b in n.bottoms]) for n in g.nodes)
 
@@ -474,7 +474,7 @@ class Net:
         blobs = {k: [t.detach().cpu().numpy() for t in v] for k, v in self._base_module.caffe_blobs().items()}
         write_caffemodel(path, layer_blobs(self._base_graph, blobs), net_name=self._base_graph.name)
 
-    def share_with(self, other: "Net") -> None:
+    def share_with(self, other: Net) -> None:
         """Use ``other``'s weights for the layers both have (Caffe's ShareTrainedLayersWith)."""
         self._base_module.share_weights_with(other._base_module)
         for _, module in self._reshaped.values():

@@ -51,7 +51,7 @@ def assign_proto(proto: Any, name: str, val: Any) -> None:
 class Top:
     """One output blob of a layer call (``n``-th top of ``fn``)."""
 
-    def __init__(self, fn: "Function", n: int):
+    def __init__(self, fn: Function, n: int):
         self.fn = fn
         self.n = n
 

@@ -3,8 +3,9 @@ the nets, runs each step's forward/backward, applies Caffe's update, tests and s
 solver's ``net`` and ``test_nets`` are pycaffe views of its modules sharing its data cursors."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from convnet_io.errors import ConvnetError
 from convnet_io.pycaffe.net import Net
@@ -17,10 +18,9 @@ class Solver:
     solver_type: str | None = None  # None: the file's type (get_solver)
 
     def __init__(self, filename: str | Path):
+        from convnet_io.pycaffe.python_layer import python_layers_allowed
         from convnet_io.train.config import TrainOptions
         from convnet_io.train.trainer import Trainer
-
-        from convnet_io.pycaffe.python_layer import python_layers_allowed
 
         with python_layers_allowed(None):
             t = self._trainer = Trainer(TrainOptions(solver=str(filename), workers=0, device="cpu",
