@@ -15,12 +15,13 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from convnet_io.errors import ConvnetError
+from convnet_io.tools.prefetch import default_workers, expand_folders, prepared_files
 from convnet_io.tools.preprocess import (
     CAFFE_IMAGE_DIMS,
     RAW_SCALE,
     RGB_TO_BGR,
     ImageError,
-    load_image,
+    load_image,  # noqa: F401  (part of this module's surface)
     load_mean,
     prepare_mean,
     preprocess,
@@ -123,8 +124,10 @@ def iter_classify(net, images: Sequence, mean=None, oversample: bool = False, to
                   batch_size: int = 16, labels: Sequence[str] | None = None, progress: bool = False,
                   skip_errors: bool = False, image_dims: Sequence[int] = CAFFE_IMAGE_DIMS,
                   raw_scale: float | None = RAW_SCALE,
-                  channel_swap: Sequence[int] | None = None) -> Iterator[Classification]:
-    """:func:`classify` as a generator: yields each image's result, in order, batch by batch."""
+                  channel_swap: Sequence[int] | None = None, workers: int | None = None) -> Iterator[Classification]:
+    """:func:`classify` as a generator: yields each image's result, in order, batch by batch. Folders
+    among ``images`` stand for the image files in them; files are decoded and preprocessed in
+    ``workers`` processes (None: the cores but one, when there is more than a batch) ahead of the net."""
     if batch_size < 1:
         raise ConvnetError(f"batch size must be at least 1, not {batch_size}")
     if top_k < 1:
@@ -142,32 +145,48 @@ def iter_classify(net, images: Sequence, mean=None, oversample: bool = False, to
     if channel_swap is None and channels == 3:
         channel_swap = RGB_TO_BGR
     crops_per_image = 10 if oversample else 1
-    images = list(images)
+    images = expand_folders(images)
+    settings = {"channels": channels, "crop": (h, w), "mean": mean_arr, "oversample": oversample,
+                "image_dims": tuple(image_dims), "raw_scale": raw_scale, "channel_swap": channel_swap,
+                "batch_size": batch_size}
+    paths = [str(i) for i in images if isinstance(i, (str, os.PathLike))]
+    # files are decoded and preprocessed ahead in worker processes while the net runs
+    from_files = prepared_files(paths, settings, default_workers(len(paths), batch_size) if workers is None else workers)
+
+    def entries():
+        for n, item in enumerate(images):
+            if isinstance(item, (str, os.PathLike)):
+                yield (str(item), *next(from_files))
+                continue
+            name = f"<image {n}>"
+            try:
+                yield name, preprocess(_as_image(item, channels, name), (h, w), mean_arr, oversample_crops=oversample,
+                                       image_dims=image_dims, raw_scale=raw_scale,
+                                       channel_swap=channel_swap if channels == 3 else None), None
+            except ImageError as e:
+                yield name, None, e.reason
 
     bar = None
     if progress and len(images) > batch_size:
         from tqdm import tqdm
 
         bar = tqdm(total=len(images), unit="image", file=sys.stderr, dynamic_ncols=True, leave=False)
+    pending = entries()
     try:
-        for start in range(0, len(images), batch_size):
-            chunk = images[start:start + batch_size]
-            results: list[Classification] = []
+        while True:
+            chunk = [e for _, e in zip(range(batch_size), pending)]
+            if not chunk:
+                break
+            results = [Classification(path=name) for name, _, _ in chunk]
             blobs, good = [], []
-            for i, item in enumerate(chunk):
-                name = str(item) if isinstance(item, (str, os.PathLike)) else f"<image {start + i}>"
-                results.append(Classification(path=name))
-                try:
-                    array = load_image(item, color=channels == 3) if isinstance(item, (str, os.PathLike)) \
-                        else _as_image(item, channels, name)
-                    blobs.append(preprocess(array, (h, w), mean_arr, oversample_crops=oversample,
-                                            image_dims=image_dims, raw_scale=raw_scale,
-                                            channel_swap=channel_swap if channels == 3 else None))
+            for i, (name, blob, error) in enumerate(chunk):
+                if error is None:
+                    blobs.append(blob)
                     good.append(i)
-                except ImageError as e:
-                    if not skip_errors:
-                        raise
-                    results[-1].error = e.reason
+                elif not skip_errors:
+                    raise ImageError(name, error)
+                else:
+                    results[i].error = error
             if blobs:
                 out = net.forward({input_id: np.concatenate(blobs)}, blobs=[out_name])[out_name]
                 out = out.reshape(out.shape[0], -1).astype(np.float64)
@@ -180,6 +199,7 @@ def iter_classify(net, images: Sequence, mean=None, oversample: bool = False, to
             if bar is not None:
                 bar.update(len(chunk))
     finally:
+        from_files.close()
         if bar is not None:
             bar.close()
 
@@ -188,7 +208,7 @@ def classify(net, images: Sequence, mean=None, oversample: bool = False, top_k: 
              batch_size: int = 16, labels: Sequence[str] | None = None, progress: bool = False,
              skip_errors: bool = False, image_dims: Sequence[int] = CAFFE_IMAGE_DIMS,
              raw_scale: float | None = RAW_SCALE,
-             channel_swap: Sequence[int] | None = None) -> list[Classification]:
+             channel_swap: Sequence[int] | None = None, workers: int | None = None) -> list[Classification]:
     """Classify ``images`` (file paths, or ``H x W x 3`` RGB float arrays in ``[0, 1]``) with
     ``net`` (a :class:`convnet_io.Net`), Caffe-style.
 
@@ -206,7 +226,7 @@ def classify(net, images: Sequence, mean=None, oversample: bool = False, top_k: 
     return list(iter_classify(net, images, mean=mean, oversample=oversample, top_k=top_k,
                               batch_size=batch_size, labels=labels, progress=progress,
                               skip_errors=skip_errors, image_dims=image_dims, raw_scale=raw_scale,
-                              channel_swap=channel_swap))
+                              channel_swap=channel_swap, workers=workers))
 
 
 def _as_image(item, channels: int, name: str) -> np.ndarray:
