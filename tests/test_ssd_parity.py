@@ -27,7 +27,8 @@ def _conv(name, bottom, out, k=3, s=1, p=None, group=1, bn=True, relu=True, bias
     p = k // 2 if p is None else p
     bias = (not bn) if bias is None else bias
     text = (f'layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{name}" convolution_param {{ '
-            f'num_output: {out} kernel_size: {k} stride: {s} pad: {p} group: {group} '
+            f'num_output: {out} kernel_size: {k} {f"stride: {s} " if s != 1 else ""}'
+            f'{f"pad: {p} " if p else ""}{f"group: {group} " if group != 1 else ""}'
             f'bias_term: {str(bias).lower()} weight_filler {{ type: "msra" }} }} }}\n')
     if bn:
         text += (f'layer {{ name: "{name}/bn" type: "BatchNorm" bottom: "{name}" top: "{name}" }}\n'

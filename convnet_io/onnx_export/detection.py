@@ -155,8 +155,10 @@ def export_detection_output(ctx, node):
                                flat], name=f"{n}/score", axis=0)
     box = ctx.add("Gather", [ctx.add("Reshape", [top_boxes, ints(f"{n}_all_boxes", [-1, 4])], name=f"{n}/all_boxes"),
                              flat], name=f"{n}/box", axis=0)
+    batch = ctx.add("Slice", [ctx.add("Shape", [loc], name=f"{n}/loc_shape"), ints(f"{n}_s0", [0]),
+                              ints(f"{n}_s1", [1])], name=f"{n}/batch")
     if a.keep_top_k > -1:
-        image, label, score, box = _keep_top_k(ctx, n, a.keep_top_k, image, label, score, box)
+        image, label, score, box = _keep_top_k(ctx, n, a.keep_top_k, image, label, score, box, batch)
 
     columns = [ctx.add("Unsqueeze", [ctx.add("Cast", [v], name=f"{n}/{tag}_f", to=FLOAT), ints(f"{n}_{tag}_ax", [1])],
                        name=f"{n}/{tag}_col") for v, tag in ((image, "image"), (label, "label"))]
@@ -164,8 +166,6 @@ def export_detection_output(ctx, node):
     rows = ctx.add("Concat", [*columns, box], name=f"{n}/rows", axis=1)
 
     # No detection in the whole batch: one (i, -1, ..., -1) row per image, as the fork writes.
-    batch = ctx.add("Slice", [ctx.add("Shape", [loc], name=f"{n}/loc_shape"), ints(f"{n}_s0", [0]),
-                              ints(f"{n}_s1", [1])], name=f"{n}/batch")
     ids = ctx.add("Cast", [ctx.add("Range", [ints(f"{n}_zero", 0),
                                              ctx.add("Squeeze", [batch, ints(f"{n}_sq", [0])], name=f"{n}/n"),
                                              ints(f"{n}_one", 1)], name=f"{n}/ids")], name=f"{n}/ids_f", to=FLOAT)
@@ -185,26 +185,35 @@ def export_detection_output(ctx, node):
     ctx.output_dims[node.tops[0]] = [1, 1, f"{n}_detections", 7]
 
 
-def _keep_top_k(ctx, n: str, keep: int, image: str, label: str, score: str, box: str):
-    """The fork's keep_top_k: per image, the rows whose score ranks below ``keep`` (an earlier row
-    wins a tie); the kept rows stay in their order."""
+def _keep_top_k(ctx, n: str, keep: int, image: str, label: str, score: str, box: str, batch: str):
+    """The fork's keep_top_k: per image, the ``keep`` best-scoring rows (an earlier row first among
+    equal scores); the kept rows stay in their order. Two stable TopK sorts (score descending, then
+    image ascending) give each row's rank within its image; no rows x rows matrix is built."""
     ints = ctx.ints
-    col, row = ints(f"{n}_ax1", [1]), ints(f"{n}_ax0", [0])
-    same = ctx.add("Equal", [ctx.add("Unsqueeze", [image, col], name=f"{n}/img_i"),
-                             ctx.add("Unsqueeze", [image, row], name=f"{n}/img_j")], name=f"{n}/same")
-    s_i = ctx.add("Unsqueeze", [score, col], name=f"{n}/s_i")
-    s_j = ctx.add("Unsqueeze", [score, row], name=f"{n}/s_j")
     count = ctx.add("Shape", [score], name=f"{n}/count")
-    pos = ctx.add("Range", [ints(f"{n}_r_start", 0), ctx.add("Squeeze", [count, ints(f"{n}_sq0", [0])], name=f"{n}/m"),
-                            ints(f"{n}_r_step", 1)], name=f"{n}/pos")
-    earlier = ctx.add("Less", [ctx.add("Unsqueeze", [pos, row], name=f"{n}/pos_j"),
-                               ctx.add("Unsqueeze", [pos, col], name=f"{n}/pos_i")], name=f"{n}/earlier")
-    tie = ctx.add("And", [ctx.add("Equal", [s_j, s_i], name=f"{n}/eq"), earlier], name=f"{n}/tie")
-    better = ctx.add("Or", [ctx.add("Greater", [s_j, s_i], name=f"{n}/gt"), tie], name=f"{n}/better")
-    ahead = ctx.add("Cast", [ctx.add("And", [same, better], name=f"{n}/ahead_b")], name=f"{n}/ahead", to=INT64)
-    rank = ctx.add("ReduceSum", [ahead, col], name=f"{n}/rank", keepdims=0)
-    kept = ctx.add("NonZero", [ctx.add("Less", [rank, ints(f"{n}_keep", keep)], name=f"{n}/keep_b")],
-                   name=f"{n}/kept_nz")
-    kept = ctx.add("Squeeze", [kept, row], name=f"{n}/kept")
+    by_score = ctx.fresh(f"{n}_by_score")
+    ctx.add("TopK", [score, count], [ctx.fresh(f"{n}_sorted_scores"), by_score], name=f"{n}/sort_score",
+            axis=0, largest=1, sorted=1)
+    image_by_score = ctx.add("Gather", [image, by_score], name=f"{n}/image_by_score", axis=0)
+    sorted_image, by_image = ctx.fresh(f"{n}_sorted_image"), ctx.fresh(f"{n}_by_image")
+    ctx.add("TopK", [image_by_score, count], [sorted_image, by_image], name=f"{n}/sort_image",
+            axis=0, largest=0, sorted=1)
+    order = ctx.add("Gather", [by_score, by_image], name=f"{n}/order", axis=0)  # rows by (image, -score)
+    # Rank within the image: position minus the number of rows of earlier images.
+    per_image = ctx.add("ReduceSum", [ctx.add("OneHot", [image, batch, ints(f"{n}_onehot", [0, 1])],
+                                              name=f"{n}/onehot", axis=-1), ints(f"{n}_rows_axis", [0])],
+                        name=f"{n}/per_image", keepdims=0)
+    starts = ctx.add("CumSum", [per_image, ints(f"{n}_cum_axis", 0)], name=f"{n}/starts", exclusive=1)
+    position = ctx.add("Range", [ints(f"{n}_r_start", 0), ctx.add("Squeeze", [count, ints(f"{n}_sq0", [0])],
+                                                                   name=f"{n}/m"),
+                                 ints(f"{n}_r_step", 1)], name=f"{n}/position")
+    rank = ctx.add("Sub", [position, ctx.add("Gather", [starts, sorted_image], name=f"{n}/start", axis=0)],
+                   name=f"{n}/rank")
+    kept_sorted = ctx.add("Cast", [ctx.add("Less", [rank, ints(f"{n}_keep", keep)], name=f"{n}/keep_b")],
+                          name=f"{n}/keep_i", to=INT64)
+    mask = ctx.add("ScatterElements", [ctx.add("Mul", [position, ints(f"{n}_zero_m", 0)], name=f"{n}/zeros"),
+                                       order, kept_sorted], name=f"{n}/mask", axis=0)
+    kept = ctx.add("NonZero", [mask], name=f"{n}/kept_nz")
+    kept = ctx.add("Squeeze", [kept, ints(f"{n}_ax0", [0])], name=f"{n}/kept")
     return tuple(ctx.add("Gather", [v, kept], name=f"{n}/keep_{i}", axis=0)
                  for i, v in enumerate((image, label, score, box)))
