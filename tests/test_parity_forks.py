@@ -17,7 +17,7 @@ cv2 = pytest.importorskip("cv2")
 
 import fork_reference as ref
 from helpers import rel_err
-from opencv_reference import TOLERANCE, Case, opencv_net, run_case
+from opencv_reference import TOLERANCE, Case, Deviation, opencv_net, run_case
 from test_onnx_export import ref_conv
 
 
@@ -390,3 +390,25 @@ def test_slice_dim_and_depthwise_names_match_opencv(tmp_path):
     result = run_case(Case("mobile_ports", path, (1, 6, 9, 8), deploy=opencv_path, input_scale=4.0), tmp_path)
     _check(result)
     assert {b.layer for b in result.blobs} >= {"dw", "dw2", "relu6", "shuffle", "slice"}
+
+
+def test_senet_axpy_block_matches_opencv(tmp_path):
+    """A SENet block with Axpy. OpenCV swaps X and Y (a * Y + X): Axpy is compared with the NumPy
+    transcription of SENet's layer, the rest of the block with OpenCV."""
+    text = ('name: "senet_axpy"\n' + _input((1, 8, 6, 7))
+            + _conv("conv", "data", 8, pad=1)
+            + 'layer { name: "squeeze" type: "Pooling" bottom: "conv" top: "squeeze" pooling_param { pool: AVE global_pooling: true } }\n'
+            + _conv("fc1", "squeeze", 2, k=1) + _relu("fc1_relu", "fc1") + _conv("fc2", "fc1", 8, k=1)
+            + 'layer { name: "gate" type: "Sigmoid" bottom: "fc2" top: "gate" }\n'
+            + 'layer { name: "axpy" type: "Axpy" bottom: "gate" bottom: "conv" bottom: "data" top: "axpy" }\n')
+    path = _write(tmp_path, "senet", text)
+    swapped = Deviation("OpenCV's importer (caffe_importer.cpp) rewrites Axpy as Scale(bottom 2, bottom 0) "
+                        "+ Eltwise SUM with bottom 1, i.e. a * Y + X; SENet's axpy_layer.cpp computes "
+                        "F = a * X + Y (X = bottom 1, Y = bottom 2)",
+                        lambda node, bottoms, blobs: ref.axpy(*bottoms))
+    result = run_case(Case("senet_axpy", path, (1, 8, 6, 7), deploy=path, deviations={"axpy": swapped}), tmp_path)
+    # OpenCV's helper layer for the rewrite ("<name>/scale").
+    result.problems.remove("OpenCV layer 'axpy/scale' is no convnet layer")
+    _check(result)
+    assert ("axpy", "numpy") in {(b.layer, b.against) for b in result.blobs}
+    assert result.opencv_deviates["axpy"] > 100 * TOLERANCE  # OpenCV still swaps X and Y
