@@ -38,7 +38,7 @@ root = sys.argv[1]
 open('train.prototxt', 'w').write(str(lenet(root + '/train_lmdb', 32)))
 open('test.prototxt', 'w').write(str(lenet(root + '/test_lmdb', 50)))
 open('solver.prototxt', 'w').write('train_net: "train.prototxt"\ntest_net: "test.prototxt"\ntest_iter: 2\n'
-    'test_interval: 1000\ntest_initialization: false\nbase_lr: 0.05\nmomentum: 0.9\nweight_decay: 0.0005\n'
+    'test_interval: 1000\ntest_initialization: false\nbase_lr: 0.01\nmomentum: 0.9\nweight_decay: 0.0005\n'
     'lr_policy: "step"\ngamma: 0.5\nstepsize: 3\nmax_iter: 100\ndisplay: 0\nsnapshot_prefix: "snap"\n')
 out = {}
 solver = caffe.SGDSolver('solver.prototxt')

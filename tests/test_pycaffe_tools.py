@@ -265,6 +265,16 @@ def test_net_surface(tmp_path):
     assert (fresh.params["conv1"][0].data[0] == 7).all()
     with pytest.raises(TypeError, match="phase"):
         caffe.Net(deploy)
+    # forward to a layer, then backward from it (pycaffe's start/end): ip1's weight gradient
+    # for an all-ones diff is the column sums of its input
+    net.blobs["data"].data[...] = x[:64]
+    out = net.forward(end="ip1")
+    assert list(out) == ["ip1"]
+    before = net.params["ip1"][0].diff.copy()
+    net.blobs["ip1"].diff[...] = 1.0
+    net.backward(start="ip1")
+    pool2 = net.blobs["pool2"].data.reshape(64, -1).astype(np.float64)
+    np.testing.assert_allclose(net.params["ip1"][0].diff - before, np.ones((500, 64)) @ pool2, rtol=1e-5)
     # MemoryData, loss weights, backward from the loss
     (tmp_path / "mem.prototxt").write_text(MEMORY_NET)
     mem = caffe.Net(str(tmp_path / "mem.prototxt"), caffe.TRAIN)
