@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_caffe2_operator_table_is_current():
     r = subprocess.run([sys.executable, str(ROOT / "tools" / "gen_caffe2_doc.py"), "--check"],
-                       capture_output=True, text=True, cwd=ROOT)
+                       capture_output=True, text=True, cwd=ROOT, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
 
 

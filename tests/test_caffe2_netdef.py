@@ -142,7 +142,7 @@ def test_netdef_pair_of_shared_net_matches_prototxt_twin_and_round_trips(rel, bi
         all_blobs_agree(_net(g1, b1), _net(proto, blobs))
     # NetDef -> graph -> NetDef -> graph is the identity: the second NetDef is byte for byte the
     # first (so reading it gives g1 again), and for the small nets it is read back and compared too
-    predict2, init2, info2 = netdef_pair(g1, b1)
+    predict2, init2, _ = netdef_pair(g1, b1)
     assert predict2.SerializeToString() == (tmp_path / "a" / "predict_net.pb").read_bytes()
     assert _digest(init2) == _digest([(tmp_path / "a" / "init_net.pb").read_bytes()])
     if rel in BIG:
@@ -203,7 +203,7 @@ def _lenet_pair(tmp_path):
 def test_written_init_net_is_what_protobuf_reads(tmp_path):
     """The packed floats convnet writes are what any protobuf parser reads, and Caffe2's own
     unpacked encoding reads the same."""
-    graph, blobs = _lenet_pair(tmp_path)
+    _graph, blobs = _lenet_pair(tmp_path)
     init = caffe2_pb2.NetDef.FromString((tmp_path / "init_net.pb").read_bytes())
     fills = {op.output[0]: op for op in init.op}
     w = fills["conv1_w"]
@@ -226,12 +226,12 @@ def test_written_init_net_is_what_protobuf_reads(tmp_path):
 
 
 def test_text_predict_net_and_explicit_init(tmp_path):
-    graph, blobs = _lenet_pair(tmp_path)
+    graph, _blobs = _lenet_pair(tmp_path)
     predict, _ = read_netdef(tmp_path / "predict_net.pb")
     text = tmp_path / "other" / "model.pbtxt"
     text.parent.mkdir()
     text.write_text(text_format.MessageToString(predict))
-    g, b = load_caffe2(caffe2_net(text, tmp_path / "init_net.pb"), input_shapes={"data": (1, 1, 28, 28)})
+    g, _b = load_caffe2(caffe2_net(text, tmp_path / "init_net.pb"), input_shapes={"data": (1, 1, 28, 28)})
     same_graph(graph, g, fillers=False)
     # no value_info.json beside it and no --input-shape: the error says what to pass
     with pytest.raises(ConvnetError, match="--input-shape"):
@@ -371,12 +371,12 @@ def test_run_and_train_take_a_netdef_pair(tmp_path):
     """`run` classifies with the pair's own weights (--input-shape standing in for value_info.json);
     `train --caffe2 --init` fine-tunes from them: at base_lr 0 the snapshot is the pair's weights."""
     from click.testing import CliRunner
+    from convnet_cli.main import cli
     from PIL import Image
 
-    from convnet_cli.main import cli
     from convnet_io.caffe.caffemodel import read_caffemodel
 
-    graph, blobs = _lenet_pair(tmp_path / "pair")
+    _graph, blobs = _lenet_pair(tmp_path / "pair")
     (tmp_path / "pair" / "value_info.json").unlink()
     rng = np.random.default_rng(0)
     (tmp_path / "img").mkdir()

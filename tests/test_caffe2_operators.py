@@ -31,7 +31,7 @@ def c2_size_and_pad(in_size, kernel, stride, pad_head, pad_tail, legacy):
         needed = (target - 1) * stride + kernel - in_size
         head = int(needed / 2)  # CAFFE2_PAD_HEAD_MORE is off
         return head, needed - head, (in_size + needed - kernel) // stride + 1
-    out = int(math.ceil((in_size + pad_head * 2 - kernel) / stride + 1))
+    out = math.ceil((in_size + pad_head * 2 - kernel) / stride + 1)
     if pad_head > 0 and (out - 1) * stride >= in_size + pad_head:
         out -= 1
     standard = int((in_size + pad_head * 2 - kernel) / stride + 1)
@@ -141,7 +141,7 @@ def test_conv_same_and_valid(size, tmp_path):
     folder = write_pair(tmp_path, [op("Conv", ["data", "w", "b"], ["same"], kernel=3, legacy_pad=SAME, pad=5),
                                    op("Conv", ["data", "w", "b"], ["valid"], kernel=3, legacy_pad=VALID, pad=5)],
                         {"w": w, "b": b}, {"data": x.shape})
-    graph, out = run(folder, x, ["same", "valid"])
+    _graph, out = run(folder, x, ["same", "valid"])
     for name, legacy in (("same", SAME), ("valid", VALID)):
         pt, pb, oh = c2_size_and_pad(size, 3, 1, 5, 5, legacy)
         xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pt, pb)))
@@ -208,7 +208,7 @@ def test_shape_and_elementwise_operators_against_numpy(tmp_path):
            op("Copy", ["rs"], ["cp"]),
            op("Alias", ["cp"], ["al"])]
     folder = write_pair(tmp_path, ops, {"wt": wt, "bt": bt}, {"data": x.shape})
-    graph, out = run(folder, x, ["t", "sq", "ex", "cs", "cl", "sc", "mx", "fv", "fct", "rs", "al"])
+    _graph, out = run(folder, x, ["t", "sq", "ex", "cs", "cl", "sc", "mx", "fv", "fct", "rs", "al"])
     t = x.transpose(0, 3, 1, 2)
     cs = x.reshape(2, 2, 2, 1, 3).transpose(0, 2, 1, 3, 4).reshape(x.shape)
     mx = np.maximum(np.clip(cs, -0.5, 0.7) * 2.5, x)

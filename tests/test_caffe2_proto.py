@@ -81,7 +81,7 @@ def test_generated_code_is_fresh():
     """tools/gen_proto.py --check covers caffe2.proto as well as caffe.proto."""
     pytest.importorskip("grpc_tools")
     result = subprocess.run([sys.executable, str(REPO_ROOT / "tools" / "gen_proto.py"), "--check"],
-                            cwd=REPO_ROOT, capture_output=True, text=True)
+                            cwd=REPO_ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "caffe2.proto are up to date" in result.stdout
 

@@ -30,7 +30,7 @@ def same_pads(in_size: int, kernel: int, stride: int) -> tuple[int, int, int]:
 
 
 def _caffe_ceil_out(in_size: int, kernel: int, stride: int, pad: int) -> int:
-    out = int(math.ceil((in_size + 2 * pad - kernel) / stride)) + 1
+    out = math.ceil((in_size + 2 * pad - kernel) / stride) + 1
     if pad and (out - 1) * stride >= in_size + pad:
         out -= 1
     return out

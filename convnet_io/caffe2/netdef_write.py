@@ -8,8 +8,9 @@ the pair back gives the same graph.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -354,7 +355,6 @@ def write_netdef_pair(graph: Graph, blobs: dict[str, list[np.ndarray]], out_dir:
     paths = {"predict_net": out / "predict_net.pb", "init_net": out / "init_net.pb", "value_info": out / "value_info.json"}
     write_bytes_atomic(paths["predict_net"], predict.SerializeToString())
     with atomic_output(paths["init_net"]) as tmp, open(tmp, "wb") as f:
-        for part in init:
-            f.write(part)
+        f.writelines(init)
     write_bytes_atomic(paths["value_info"], (json.dumps(info) + "\n").encode())
     return {k: str(v) for k, v in paths.items()}

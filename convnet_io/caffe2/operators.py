@@ -454,4 +454,4 @@ def _copy(t: "_Translator", op: Op) -> None:
 
 
 # Registered on import: the shape, identity and elementwise operators beyond these families.
-from convnet_io.caffe2 import operators_extra  # noqa: E402,F401
+from convnet_io.caffe2 import operators_extra  # noqa: F401

@@ -17,7 +17,7 @@ _FLT_MAX = 3.4028234663852886e38  # Caffe2's Clip defaults: the float range
 
 
 @converter("FCTransposed", args=("axis", "axis_w"), inputs=(3, 3), params=_all_but_first)
-def _fc_transposed(t: "_Translator", op: Op) -> None:
+def _fc_transposed(t: _Translator, op: Op) -> None:
     """FCTransposed (X, W, b): Y = X W + b with W (K, N), which is Caffe's InnerProduct with
     ``transpose: true`` (its weight stored K x N)."""
     if op.get_int("axis_w", 1) != 1:
@@ -35,13 +35,13 @@ def _fc_transposed(t: "_Translator", op: Op) -> None:
 
 
 @converter("FlattenToVec")
-def _flatten_to_vec(t: "_Translator", op: Op) -> None:
+def _flatten_to_vec(t: _Translator, op: Op) -> None:
     """FlattenToVec: every value in one axis -> Caffe Reshape to shape [-1]."""
     t.layer(op, "Reshape", [t.bottom(op, 0)]).reshape_param.shape.dim.append(-1)
 
 
 @converter("Transpose", args=("axes",))
-def _transpose(t: "_Translator", op: Op) -> None:
+def _transpose(t: _Translator, op: Op) -> None:
     """Transpose(axes) -> Permute (SSD's layer) with the same order. Caffe2's default, no axes,
     reverses the axes: that needs the rank, so it must be given."""
     axes = op.get_ints("axes")
@@ -62,7 +62,7 @@ def _contiguous(op: Op, dims: list[int]) -> tuple[int, int]:
 
 
 @converter("Squeeze", args=("dims",))
-def _squeeze(t: "_Translator", op: Op) -> None:
+def _squeeze(t: _Translator, op: Op) -> None:
     """Squeeze(dims) -> Reshape replacing those axes (each of size 1) by none: Caffe's Reshape
     with ``axis``, ``num_axes`` and an empty shape."""
     first, n = _contiguous(op, op.get_ints("dims") or [])
@@ -72,7 +72,7 @@ def _squeeze(t: "_Translator", op: Op) -> None:
 
 
 @converter("ExpandDims", args=("dims",))
-def _expand_dims(t: "_Translator", op: Op) -> None:
+def _expand_dims(t: _Translator, op: Op) -> None:
     """ExpandDims(dims) -> Reshape inserting size-1 axes at those output positions (num_axes 0)."""
     first, n = _contiguous(op, op.get_ints("dims") or [])
     p = t.layer(op, "Reshape", [t.bottom(op, 0)]).reshape_param
@@ -81,7 +81,7 @@ def _expand_dims(t: "_Translator", op: Op) -> None:
 
 
 @converter("ChannelShuffle", args=("group", "order"))
-def _channel_shuffle(t: "_Translator", op: Op) -> None:
+def _channel_shuffle(t: _Translator, op: Op) -> None:
     """ChannelShuffle(group) -> ShuffleChannel: channels as (group, C / group), transposed, in both."""
     _order(op)
     group = op.get_int("group", 1)
@@ -91,7 +91,7 @@ def _channel_shuffle(t: "_Translator", op: Op) -> None:
 
 
 @converter("Clip", args=("min", "max"))
-def _clip(t: "_Translator", op: Op) -> None:
+def _clip(t: _Translator, op: Op) -> None:
     """Clip(min, max) -> Clip; a bound not given is the float range's end, as in Caffe2."""
     p = t.layer(op, "Clip", [t.bottom(op, 0)]).clip_param
     p.min = op.get_float("min", -_FLT_MAX)
@@ -101,7 +101,7 @@ def _clip(t: "_Translator", op: Op) -> None:
 
 
 @converter("Scale", args=("scale",))
-def _scale(t: "_Translator", op: Op) -> None:
+def _scale(t: _Translator, op: Op) -> None:
     """Scale(scale): Y = scale * X -> Caffe Power with power 1 and that scale (Caffe's Scale
     layer is the learned per-channel one: Caffe2's Mul with broadcast)."""
     p = t.layer(op, "Power", [t.bottom(op, 0)]).power_param
@@ -109,13 +109,13 @@ def _scale(t: "_Translator", op: Op) -> None:
 
 
 @converter("StopGradient")
-def _stop_gradient(t: "_Translator", op: Op) -> None:
+def _stop_gradient(t: _Translator, op: Op) -> None:
     """StopGradient: the identity forward (convnet runs these nets for inference) -> Split."""
     t.layer(op, "Split", [t.bottom(op, 0)])
 
 
 @converter("Max", inputs=(1, None))
-def _max(t: "_Translator", op: Op) -> None:
+def _max(t: _Translator, op: Op) -> None:
     """Max of same-shape inputs -> Eltwise MAX (one input: a copy)."""
     bottoms = [t.bottom(op, i) for i in range(len(op.inputs))]
     if len(bottoms) == 1:

@@ -127,7 +127,7 @@ def data_inputs(predict: list[Op]) -> tuple[list[Op], dict[str, Shape | None]]:
     return out, inputs
 
 
-def rewrite_for_caffe(init: "InitNet", predict: list[Op]) -> tuple[list[Op], list[Op]]:
+def rewrite_for_caffe(init: InitNet, predict: list[Op]) -> tuple[list[Op], list[Op]]:
     """(fill ops, predict ops) for the translator."""
     out: list[Op] = []
     for op in predict:

@@ -10,6 +10,7 @@ the mirror image: the op without its values through protobuf, the values as one 
 from __future__ import annotations
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from convnet_io.caffe2.proto import caffe2_pb2
 from convnet_io.errors import ConvnetError
@@ -84,7 +85,7 @@ def _split_arg(data: bytes, buf: memoryview, start: int, end: int) -> tuple[byte
     pos = start
     while pos < end:
         key_at = pos
-        key, after = _varint(buf, pos)
+        key, _ = _varint(buf, pos)
         if key == _FLOAT_TAG:
             values, pos = _float_run(data, key_at, end)
             chunks.append(values)
@@ -129,9 +130,7 @@ def read_netdef_with_arrays(data: bytes, path: str) -> tuple[caffe2_pb2.NetDef, 
                 light.append(bytes([(_OP << 3) | 2]) + _encode_varint(len(body)) + body)
             index += 1
         net = caffe2_pb2.NetDef.FromString(b"".join(light))
-    except (ValueError, IndexError) as e:
-        raise ConvnetError(f"{path}: not a binary Caffe2 NetDef: {e}") from None
-    except Exception as e:  # protobuf's DecodeError
+    except (ValueError, IndexError, DecodeError) as e:
         raise ConvnetError(f"{path}: not a binary Caffe2 NetDef: {e}") from None
     return net, arrays
 
