@@ -15,7 +15,10 @@ from google.protobuf import text_encoding
 from google.protobuf.descriptor import FieldDescriptor as FD
 
 _TOKEN = re.compile(r'[ \t\r\n\f\v]*(?:#[^\n]*\n?[ \t\r\n\f\v]*)*'
-                    r'("(?:[^"\\\n]|\\.)*"|\'(?:[^\'\\\n]|\\.)*\'|[A-Za-z_]\w*|-?[0-9.][\w.+-]*|[{}:,;])')
+                    # strings as "unrolled loops": a run of plain characters is one step for the
+                    # regex engine, so a 50 MB name costs no per-character backtracking state
+                    r'("[^"\\\n]*(?:\\.[^"\\\n]*)*"|\'[^\'\\\n]*(?:\\.[^\'\\\n]*)*\'|[A-Za-z_]\w*'
+                    r'|-?[0-9.][\w.+-]*|[{}:,;])')
 _REST = re.compile(r'[ \t\r\n\f\v]*(?:#[^\n]*\n?[ \t\r\n\f\v]*)*')
 _INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _FLOAT = re.compile(r"-?(?:[1-9][0-9]*|0)?(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?")

@@ -48,8 +48,8 @@ def read_npy_inputs(items: tuple[str, ...]) -> dict[str, np.ndarray]:
             raise ConvnetError(f"--input: '{item}' should be NAME=FILE.npy")
         try:
             array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise ConvnetError(f"{path}: cannot read as .npy: {e}") from None
+        except (OSError, ValueError, EOFError) as e:  # EOFError: an empty or cut-short file
+            raise ConvnetError(f"{path}: cannot read as .npy: {e or 'empty file'}") from None
         if not isinstance(array, np.ndarray) or not np.issubdtype(array.dtype, np.number) \
                 or np.iscomplexobj(array):
             raise ConvnetError(f"{path}: not a .npy array of real numbers")
