@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ROOT.parent / "shared" / "caffe-models"
+MODELS = Path(os.environ.get("CONVNET_SHARED", ROOT.parent / "shared")) / "caffe-models"
 HANG_S = 10
 
 # -- seeds ------------------------------------------------------------------------------------

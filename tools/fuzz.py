@@ -33,7 +33,9 @@ def child(name: str, cases: int, seed: int, out: Path) -> None:
 
     def note(report) -> None:  # how far a long run has got, readable while it runs
         progress.write_text(json.dumps({"cases": report.cases, "failures": len(report.failures),
-                                        "seconds": round(time.time() - t0)}) + "\n")
+                                        "seconds": round(time.time() - t0),
+                                        "kinds": sorted({f"{f.kind}: {f.message[:160]}" for f in report.failures})})
+                            + "\n")
 
     report = fuzzing.run_target(target, cases, seed, on_progress=note)
     for f in report.failures:
