@@ -314,6 +314,7 @@ def test_segnet_decoder_matches_numpy(tmp_path):
     want["prob"] = e / e.sum(axis=1, keepdims=True)
     assert set(want) == set(ids)
     errors = {v: rel_err(ours[v], want[v]) for v in ids}
+    print(f"segnet_like decoder: {len(errors)} blobs vs NumPy, max rel err {max(errors.values()):.3g}")
     assert max(errors.values()) <= TOLERANCE, errors
     assert _onnx_matches_torch(net, {"data": x}) <= TOLERANCE
 
