@@ -23,8 +23,10 @@ from convnet_cli.options import caffe2_net_options, handle_errors
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="ONNX Runtime execution provider.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--allow-python-layers", is_flag=True,
+              help="Run `type: \"Python\"` layers (imports their python_param module).")
 @handle_errors
-def diff(a, b, weights, weights_b, against, image, seed, batch, atol, rtol, device, as_json):
+def diff(a, b, weights, weights_b, against, image, seed, batch, atol, rtol, device, as_json, allow_python_layers):
     """Compare every blob of two runs, in execution order: A in PyTorch against B (another
     definition of the same model) or against --against. A blob agrees when max|a-b| <= atol +
     rtol * max|b|. Exit 0 when all agree, 1 on a mismatch, 2 on bad input."""
@@ -39,7 +41,10 @@ def diff(a, b, weights, weights_b, against, image, seed, batch, atol, rtol, devi
 
     setup = DiffSetup(a=a, b=b, weights=weights, weights_b=weights_b, against=against, image=image, seed=seed,
                       batch=batch, tolerance=Tolerance(atol=atol, rtol=rtol), device=device)
-    report = run_diff(setup)
+    from convnet_io.pycaffe.python_layer import python_layers_allowed
+
+    with python_layers_allowed(allow_python_layers):  # a Python layer otherwise names the flag
+        report = run_diff(setup)
     if as_json:
         click.echo(json.dumps(report, indent=2, allow_nan=False))
     else:

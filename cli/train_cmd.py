@@ -43,10 +43,12 @@ def _sources(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--pca-lighting", is_flag=True,
               help="The AlexNet paper's PCA colour augmentation (sigma 0.1) at TRAIN; not part of Caffe.")
 @click.option("--progress/--no-progress", default=False, help="Show a progress bar.")
+@click.option("--allow-python-layers", is_flag=True,
+              help="Run `type: \"Python\"` layers (imports their python_param module; one process).")
 @handle_errors
 def train(solver, net, weights, resume, max_iter, base_lr, batch_size, test_interval, test_iter, snapshot_prefix,
           snapshot_every, data, mean_file, device, nproc, workers, seed, log_json, skip_bad_data, pca_lighting,
-          progress):
+          progress, allow_python_layers):
     """Train with a Caffe solver: Caffe's update rules, schedules, test phases and snapshots."""
     from convnet_io.tools.training import TrainOptions, run_training
 
@@ -55,7 +57,12 @@ def train(solver, net, weights, resume, max_iter, base_lr, batch_size, test_inte
                         snapshot_prefix=snapshot_prefix, snapshot_every=snapshot_every, sources=_sources(data),
                         mean_file=mean_file, device=device, workers=workers, seed=seed, log_json=log_json,
                         skip_bad_data=skip_bad_data, pca_lighting=pca_lighting, progress=progress)
-    result = run_training(opts, nproc=nproc)
+    from convnet_io.pycaffe.python_layer import python_layers_allowed
+
+    if allow_python_layers and nproc > 1:
+        raise click.UsageError("--allow-python-layers trains in one process (--nproc 1)")
+    with python_layers_allowed(allow_python_layers):  # a Python layer otherwise names the flag
+        result = run_training(opts, nproc=nproc)
     if result:
         click.echo(f"trained {result['iterations']} iterations in {result['seconds']:.1f} s "
                    f"({result['images_per_s']:.1f} images/s)"

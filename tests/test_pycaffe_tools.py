@@ -330,3 +330,40 @@ def test_get_pydot_graph():
     graph = caffe.draw.get_pydot_graph(net, "TB", phase=caffe.TEST)
     names = {n.get_name().strip('"') for n in graph.get_nodes()}
     assert {"conv1_Convolution", "conv1_blob", "prob_Softmax"} <= names
+
+
+TRAIN_NET = '''layer { name: "data" type: "DummyData" top: "data" top: "label"
+        dummy_data_param { shape { dim: 4 dim: 3 } shape { dim: 4 } data_filler { type: "gaussian" }
+                           data_filler { type: "constant" value: 1 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "data" top: "ip"
+        inner_product_param { num_output: 4 weight_filler { type: "gaussian" std: 0.1 } } }
+SCALE
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "out" bottom: "label" top: "loss" }
+'''
+PYTHON_SCALE = ('layer { name: "triple" type: "Python" bottom: "ip" top: "out" '
+                'python_param { module: "scale_layer" layer: "Scale" param_str: "3" } }')
+POWER_SCALE = 'layer { name: "triple" type: "Power" bottom: "ip" top: "out" power_param { scale: 3 } }'
+
+
+def test_train_and_diff_with_python_layers(tmp_path, monkeypatch):
+    """`convnet train` with a Python layer trains as the same net with Caffe's Power layer does."""
+    (tmp_path / "scale_layer.py").write_text(PY_LAYER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name, layer in (("py", PYTHON_SCALE), ("power", POWER_SCALE)):
+        (tmp_path / f"{name}.prototxt").write_text(TRAIN_NET.replace("SCALE", layer))
+        (tmp_path / f"{name}_solver.prototxt").write_text(
+            f'net: "{tmp_path / name}.prototxt"\nbase_lr: 0.1\nmomentum: 0.9\nlr_policy: "fixed"\nmax_iter: 5\n'
+            f'snapshot_prefix: "{tmp_path / name}"\nrandom_seed: 3\n')
+    r = invoke("train", "--solver", tmp_path / "py_solver.prototxt", "--workers", 0)
+    assert r.exit_code == 2 and "layer 'triple' (Python)" in r.output and "--allow-python-layers" in r.output
+    r = invoke("train", "--solver", tmp_path / "py_solver.prototxt", "--workers", 0, "--allow-python-layers")
+    assert r.exit_code == 0, r.output
+    r = invoke("train", "--solver", tmp_path / "power_solver.prototxt", "--workers", 0)
+    assert r.exit_code == 0, r.output
+    py = {lb.name: lb.blobs for lb in read_caffemodel(tmp_path / "py_iter_5.caffemodel")}
+    power = {lb.name: lb.blobs for lb in read_caffemodel(tmp_path / "power_iter_5.caffemodel")}
+    for a, b in zip(py["ip"], power["ip"]):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    r = invoke("diff", tmp_path / "py.prototxt", tmp_path / "power.prototxt", "--allow-python-layers", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["ok"]

@@ -1,6 +1,7 @@
 """pycaffe on convnet: ``import convnet_io.pycaffe as caffe`` gives Caffe's Python interface
-(``Net``, solvers, ``io``, ``Classifier``, ``Detector``, ``NetSpec``, ``draw``) running on convnet.
-``convnet pycaffe SCRIPT.py`` runs a script whose ``import caffe`` gets this package."""
+(``Net``, solvers, ``io``, ``Classifier``, ``Detector``, ``NetSpec``; ``caffe.draw`` by import)
+running on convnet. ``convnet pycaffe SCRIPT.py`` runs a script whose ``import caffe`` gets this
+package."""
 from __future__ import annotations
 
 from convnet_io.pycaffe import io
@@ -21,6 +22,7 @@ from convnet_io.pycaffe.globals import (
 )
 from convnet_io.pycaffe.net import TEST, TRAIN, Net
 from convnet_io.pycaffe.net_spec import NetSpec, layers, params, to_proto
+from convnet_io.pycaffe.python_layer import python_layers_allowed as allow_python_layers
 from convnet_io.pycaffe.solver import (
                                         AdaDeltaSolver,
                                         AdaGradSolver,
@@ -31,34 +33,7 @@ from convnet_io.pycaffe.solver import (
                                         get_solver,
 )
 
-__all__ = [
-                                        "TEST",
-                                        "TRAIN",
-                                        "AdaDeltaSolver",
-                                        "AdaGradSolver",
-                                        "AdamSolver",
-                                        "Classifier",
-                                        "Detector",
-                                        "Layer",
-                                        "NesterovSolver",
-                                        "Net",
-                                        "NetSpec",
-                                        "RMSPropSolver",
-                                        "SGDSolver",
-                                        "__version__",
-                                        "get_mode",
-                                        "get_solver",
-                                        "init_log",
-                                        "io",
-                                        "layer_type_list",
-                                        "layers",
-                                        "log",
-                                        "params",
-                                        "set_device",
-                                        "set_mode_cpu",
-                                        "set_mode_gpu",
-                                        "set_random_seed",
-                                        "solver_count",
-                                        "solver_rank",
-                                        "to_proto",
-]
+__all__ = ["TEST", "TRAIN", "AdaDeltaSolver", "AdaGradSolver", "AdamSolver", "Classifier", "Detector", "Layer",
+           "NesterovSolver", "Net", "NetSpec", "RMSPropSolver", "SGDSolver", "__version__", "allow_python_layers",
+           "get_mode", "get_solver", "init_log", "io", "layer_type_list", "layers", "log", "params", "set_device",
+           "set_mode_cpu", "set_mode_gpu", "set_random_seed", "solver_count", "solver_rank", "to_proto"]

@@ -21,7 +21,8 @@ from convnet_io.errors import LayerError
 
 _DEFAULT = {"allowed": False}
 _ACTIVE = {"depth": 0, "allowed": False}
-FLAG_HELP = "allow_python_layers=True (Python) or --allow-python-layers (convnet pycaffe)"
+FLAG_HELP = ("allow_python_layers=True (Python) or --allow-python-layers (convnet pycaffe, convnet train, "
+             "convnet diff)")
 
 
 def allow_python_layers_by_default(allowed: bool) -> None:
@@ -159,6 +160,10 @@ def python_layers_allowed(allowed: bool | None) -> Iterator[None]:
     if allowed is None:
         allowed = default_allowed()
     outer = dict(_ACTIVE)
+    if allowed:  # the layer modules `import caffe`
+        from convnet_io.pycaffe.alias import install
+
+        install()
     if _ACTIVE["depth"] == 0:
         if "Python" in specs._SPECS or "Python" in converters._CONVERTERS:
             raise RuntimeError("a 'Python' layer type is already registered elsewhere")
