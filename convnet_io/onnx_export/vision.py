@@ -94,30 +94,6 @@ def export_pooling(ctx, node):
 
 
 def _max_with_mask(ctx, node, x, kw, in_hw, out_hw, a):
-    """MaxPool and Caffe's mask top: MaxPool's Indices count over the whole tensor it read
-    (cropped to the windows, or padded explicitly), turned back into the plane index ``h * W + w``
-    of the input, as float."""
-    (h, w), (oh, ow) = in_hw, out_hw
-    extra = [(oh - 1) * a.stride[i] + a.kernel[i] - (h, w)[i] - a.pad[i] for i in range(2)]
-    xh, xw = h + min(extra[0], 0), w + min(extra[1], 0)
-    explicit = (0, 0)
-    if ctx.nodes and ctx.nodes[-1].op_type == "Pad" and ctx.nodes[-1].output[0] == x:
-        explicit = a.pad
-        xh, xw = xh + a.pad[0] + max(extra[0], 0), xw + a.pad[1] + max(extra[1], 0)
-    index = ctx.fresh(f"{node.name}_indices")
-    ctx.add("MaxPool", [x], [node.tops[0], index], name=node.name, **kw)
-    plane = ctx.add("Mod", [index, ctx.ints(f"{node.name}_plane", [xh * xw])], name=f"{node.name}/plane")
-    width = ctx.ints(f"{node.name}_width", [xw])
-    row = ctx.add("Sub", [ctx.add("Div", [plane, width], name=f"{node.name}/row"),
-                          ctx.ints(f"{node.name}_pad_h", [explicit[0]])], name=f"{node.name}/row_unpadded")
-    col = ctx.add("Sub", [ctx.add("Mod", [plane, width], name=f"{node.name}/col"),
-                          ctx.ints(f"{node.name}_pad_w", [explicit[1]])], name=f"{node.name}/col_unpadded")
-    offset = ctx.add("Mul", [row, ctx.ints(f"{node.name}_in_width", [w])], name=f"{node.name}/row_offset")
-    flat = ctx.add("Add", [offset, col], name=f"{node.name}/mask_index")
-    ctx.add("Cast", [flat], [node.tops[1]], name=f"{node.name}/mask", to=1)  # FLOAT
-
-
-def _max_with_mask(ctx, node, x, kw, in_hw, out_hw, a):
     """MaxPool and Caffe's mask top: MaxPool's Indices count over the tensor it read (ONNX Runtime
     counts the ``pads`` attribute's padding in, so the padding is made explicit here, with
     -FLT_MAX as Caffe's empty start), turned back into the plane index ``h * W + w`` of the
