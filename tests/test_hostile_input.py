@@ -334,3 +334,60 @@ def test_init_reads_hdf5_shapes_from_the_list_and_files(tmp_path, monkeypatch):
     assert "386 parameters" in r.stdout  # 2 x 192 weights + 2 biases: 3x8x8 read from the file
     (tmp_path / "train.txt").unlink()
     assert_one_line(invoke("build", p), "HDF5 shapes cannot be known")
+
+
+# -- 7. outputs: the umask's mode, no temporary file left, stale ones swept -------------------------
+
+def test_outputs_keep_the_umask_mode(tiny, tmp_path):
+    from convnet_io.atomic import write_bytes_atomic
+
+    old = os.umask(0o027)
+    try:
+        assert invoke("export", tiny, "--onnx", tmp_path / "m.onnx", "--no-check").exit_code == 0
+        assert invoke("init", tiny, "-o", tmp_path / "w.caffemodel").exit_code == 0
+        write_bytes_atomic(tmp_path / "s.solverstate", b"state")
+    finally:
+        os.umask(old)
+    for name in ("m.onnx", "w.caffemodel", "s.solverstate"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o640, name
+
+
+def test_stale_temporary_files_of_a_killed_writer_are_swept(tiny, tmp_path):
+    dead = tmp_path / ".w.caffemodel.convnet-999999999-abc123.tmp"  # no such process
+    alive = tmp_path / f".w.caffemodel.convnet-{os.getppid()}-abc123.tmp"  # a running writer's
+    other = tmp_path / ".w.caffemodel.mine.tmp"  # not this helper's pattern: never touched
+    for p in (dead, alive, other):
+        p.write_bytes(b"x" * 100)
+    assert invoke("init", tiny, "-o", tmp_path / "w.caffemodel").exit_code == 0
+    assert not dead.exists() and alive.exists() and other.exists()
+
+
+def test_sigterm_during_a_write_leaves_no_temporary_file(tmp_path):
+    """A command's writes end through the normal unwinding on SIGTERM/SIGHUP: the temporary file
+    is removed and the destination is untouched (only SIGKILL can leave one, swept next time)."""
+    import signal
+    import subprocess
+    import sys
+
+    code = f"""
+import sys, time
+from convnet_cli.options import handle_errors
+from convnet_io.atomic import atomic_output
+
+@handle_errors
+def write():
+    with atomic_output({str(tmp_path / "out.bin")!r}) as tmp:
+        tmp.write_bytes(b"partial")
+        print("ready", flush=True)
+        time.sleep(60)
+write()
+"""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        assert len(list(tmp_path.iterdir())) == 1  # the temporary file, while writing
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 128 + sig, err
+        assert "Traceback" not in err
+        assert list(tmp_path.iterdir()) == []
