@@ -22,6 +22,8 @@ FORK_FIELDS = {
     "PriorBoxParameter": (
         "min_size=1 max_size=2 aspect_ratio=3 flip=4 clip=5 variance=6 img_size=7 "
         "img_h=8 img_w=9 step=10 step_h=11 step_w=12 offset=13"
+        # OpenCV's additions to the same message
+        " offset_h=14 offset_w=15 width=16 height=17"
     ),
     "NonMaximumSuppressionParameter": "nms_threshold=1 top_k=2 eta=3",
     "SaveOutputParameter": (
