@@ -55,7 +55,7 @@ ALEXNET_MACS = 724_406_816  # convnet_io.graph.summary.summarize(alexnet)["total
 PAUSE = 0.05  # seconds between two timed calls
 # Sections in their own modules (each has run(quick) -> dict with "targets", and markdown(dict)).
 EXTRA_SECTIONS = {"convert": "bench.convert_bench", "engines": "bench.engines_bench",
-                  "folder": "bench.folder_bench", "train2": "bench.train_bench"}
+                  "folder": "bench.folder_bench", "train2": "bench.train_bench", "precision": "bench.precision_bench"}
 GEMM_N = 2048
 GEMM_PROBE = "GEMM probe"
 

@@ -31,10 +31,23 @@ class OnnxConversion:
 
 def convert_to_onnx(net: str | Path, path: str | Path, weights: str | Path | None = None,
                     opset: int | None = None, static_batch: bool = False, input_shapes=None,
-                    check: bool = True, rtol: float = 1e-4, device: str = "auto",
-                    seed: int = 0) -> OnnxConversion:
+                    check: bool = True, rtol: float | None = None, device: str = "auto",
+                    seed: int = 0, precision: str = "fp32", calibration: str | Path | None = None) -> OnnxConversion:
     """Write NET's ONNX model to ``path``; with ``check``, validate it in ONNX Runtime against the
-    PyTorch module at batch 1 and 7 (the definition's batch with ``static_batch``)."""
+    PyTorch module at batch 1 and 7 (the definition's batch with ``static_batch``). ``precision``
+    int8 quantizes the model with ONNX Runtime's static quantizer on ``calibration`` inputs (the
+    check then measures what that costs, against a looser default tolerance)."""
+    from convnet_io.errors import ConvnetError
+    from convnet_io.tools.precision import check_precision
+
+    check_precision(precision)
+    if precision == "bf16":
+        raise ConvnetError("bf16 is a run-time precision here (--precision bf16 for run/forward); "
+                           "the ONNX file stays fp32")
+    if precision == "int8" and not calibration:
+        raise ConvnetError("--precision int8 needs --calibration NPY: inputs to measure activation ranges on")
+    if rtol is None:
+        rtol = 0.1 if precision == "int8" else 1e-4
     from convnet_io.api.loading import load_blobs, load_graph
     from convnet_io.onnx_export.exporter import DEFAULT_OPSET
     from convnet_io.onnx_export.writer import export_to_file
@@ -42,17 +55,33 @@ def convert_to_onnx(net: str | Path, path: str | Path, weights: str | Path | Non
     graph = load_graph(net, input_shapes=input_shapes)
     blobs, warnings = load_blobs(graph, weights, seed=seed)
     opset = opset or DEFAULT_OPSET
-    written = export_to_file(graph, blobs, path, opset=opset, static_batch=static_batch)
+    check_inputs = None
+    if precision == "int8":
+        import tempfile
+
+        from convnet_io.tools.precision import load_calibration, quantize_int8
+
+        data = load_calibration(calibration, graph.shapes[graph.inputs[0]])
+        check_inputs = {graph.inputs[0]: data}
+        with tempfile.TemporaryDirectory(prefix="convnet-export-") as tmp:
+            written = export_to_file(graph, blobs, Path(tmp) / "fp32.onnx", opset=opset, static_batch=static_batch)
+            quantize_int8(Path(tmp) / "fp32.onnx", path, graph.inputs[0], data)
+    else:
+        written = export_to_file(graph, blobs, path, opset=opset, static_batch=static_batch)
     result = OnnxConversion(str(path), opset, written.nodes, list(graph.notices) + warnings)
     if check:
         batches = (graph.shapes[graph.inputs[0]][0],) if static_batch else (1, 7)
-        result.check = validate_file(graph, blobs, path, batches, rtol=rtol, device=device)
+        if check_inputs is not None:  # int8: checked on the inputs it was calibrated for
+            n = len(next(iter(check_inputs.values())))
+            batches = tuple(b for b in ((1, min(7, n - 1)) if n > 1 else (1,)) if b > 0)
+        result.check = validate_file(graph, blobs, path, batches, rtol=rtol, device=device, inputs=check_inputs)
     return result
 
 
 def validate_file(graph, blobs, path: str | Path, batches=(1, 7), rtol: float = 1e-4,
-                  device: str = "auto", seed: int = 0) -> dict[str, Any]:
-    """The ONNX file in one ONNX Runtime session vs the PyTorch module, on seeded inputs."""
+                  device: str = "auto", seed: int = 0, inputs: dict | None = None) -> dict[str, Any]:
+    """The ONNX file in one ONNX Runtime session vs the PyTorch module, on seeded inputs (or the
+    first rows of ``inputs``)."""
     import numpy as np
 
     from convnet_io.runtimes.compare import Tolerance, compare_blob
@@ -61,10 +90,12 @@ def validate_file(graph, blobs, path: str | Path, batches=(1, 7), rtol: float = 
 
     session = make_session(str(path), device, prepack=False)  # runs twice: not worth re-laying out the weights
     provider = session.get_providers()[0]
-    inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
     total = sum(batches)
-    feeds = {k: v for k, v in seeded_inputs(graph, total, seed).items() if k in inputs}
+    given = inputs
+    inputs = [i.name for i in session.get_inputs()]
+    source = {k: v[:total] for k, v in given.items()} if given else seeded_inputs(graph, total, seed)
+    feeds = {k: v for k, v in source.items() if k in inputs}
     edges = np.cumsum((0,) + tuple(batches))
     parts = [{k: v[a:b] for k, v in feeds.items()} for a, b in zip(edges[:-1], edges[1:])]
     want = _reference(graph, blobs, feeds, parts, outputs, total)
@@ -78,7 +109,8 @@ def validate_file(graph, blobs, path: str | Path, batches=(1, 7), rtol: float = 
             per[name] = max(per.get(name, 0.0), rel)
             worst = max(worst, rel)
             ok = ok and c.ok
-    return {"provider": provider, "batches": list(batches), "worst_rel": worst, "per_output": per, "ok": ok}
+    return {"provider": provider, "batches": list(batches), "worst_rel": worst, "per_output": per, "ok": ok,
+            "rtol": rtol}
 
 
 def _at_batch(graph, batch: int):
