@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,3 +100,21 @@ def test_run_detect_needs_a_detection_net(tmp_path):
     result = CliRunner().invoke(cli, ["run", str(net), str(image), "--weights", str(weights), "--detect"])
     assert result.exit_code == 2
     assert "DetectionOutput" in result.output
+
+
+def test_run_detect_on_a_folder_draws_each_image(ssd, tmp_path):
+    net_path, weights, image = ssd
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        (folder / name).write_bytes(image.read_bytes())
+    out = tmp_path / "drawn"
+    out.mkdir()
+    result = CliRunner().invoke(cli, ["run", str(net_path), str(folder), "--weights", str(weights), "--detect",
+                                      "--mean-value", "127.5,127.5,127.5", "--scale", "0.007843",
+                                      "--threshold", "0.2", "--json", "--draw", str(out)])
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.stdout[result.stdout.index("{"):])["images"]
+    assert [Path(f["path"]).name for f in found] == ["a.png", "b.png"]
+    assert found[0]["detections"] == found[1]["detections"]
+    assert sorted(p.name for p in out.iterdir()) == ["a_detections.png", "b_detections.png"]

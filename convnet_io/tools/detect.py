@@ -18,6 +18,7 @@ import numpy as np
 from convnet_io.errors import ConvnetError
 from convnet_io.graph import inference_view
 from convnet_io.tools.classify import data_input
+from convnet_io.tools.prefetch import expand_folders
 from convnet_io.tools.preprocess import (
     RAW_SCALE,
     RGB_TO_BGR,
@@ -84,6 +85,7 @@ def detect(net, images: Sequence[str | os.PathLike], mean=None, scale: float = 1
            labels: Sequence[str] | None = None) -> list[ImageDetections]:
     """Run the SSD net on each image; a bad image gives an entry with ``error``, not an exception."""
     output = detection_output(net)
+    images = expand_folders(images)  # a folder stands for the image files in it
     input_id, (channels, h, w) = data_input(net)
     mean = prepare_mean(mean, (h, w), channels) if mean is not None else None
     results = []
