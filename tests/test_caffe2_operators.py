@@ -241,3 +241,21 @@ def test_unsupported_forms_are_named(tmp_path):
                         {"w": np.ones((1, 1, 2, 2), np.float32)}, {"data": (1, 1, 4, 4)})
     with pytest.raises(ConvnetError, match=r"op 2 of 2 \(Conv\).*SAME pads an input of size 4 by 0 and 1"):
         load_caffe2(folder)
+
+
+def test_average_pool_divisors_caffe_and_caffe2_share(tmp_path):
+    """CAFFE_LEGACY_POOLING average pooling with padding: Caffe2 (count_include_pad) divides by the
+    whole window; where no window reaches past the padding that is Caffe's divisor too (size 7),
+    where one does (size 6) the operator is refused."""
+    x = np.random.default_rng(1).standard_normal((1, 2, 7, 7))
+    folder = write_pair(tmp_path / "a", [op("AveragePool", ["data"], ["y"], kernel=3, stride=2, pad=1, legacy_pad=3,
+                                            count_include_pad=1)], {}, {"data": x.shape})
+    graph, out = run(folder, x, ["y"])
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    ref = np.array([[[[xp[0, c, 2 * i:2 * i + 3, 2 * j:2 * j + 3].sum() / 9 for j in range(4)] for i in range(4)]
+                     for c in range(2)]])
+    np.testing.assert_allclose(out["y"], ref, rtol=1e-5, atol=1e-6)
+    folder = write_pair(tmp_path / "b", [op("AveragePool", ["data"], ["y"], kernel=3, stride=2, pad=1, legacy_pad=3,
+                                            count_include_pad=1)], {}, {"data": (1, 2, 6, 6)})
+    with pytest.raises(ConvnetError, match="reaches past the padding"):
+        load_caffe2(folder)

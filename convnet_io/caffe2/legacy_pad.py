@@ -1,5 +1,5 @@
 """Caffe2's ``legacy_pad: SAME`` (conv_pool_op_base.h, ComputeSizeAndPad) set on the Caffe layers
-once the input sizes are known.
+once the input sizes are known, and CAFFE_LEGACY_POOLING average pooling checked against them.
 
 SAME pads so that ``out = ceil(in / stride)``: ``pad_needed = (out - 1) * stride + kernel - in``,
 ``pad_head = pad_needed / 2`` (Caffe2 builds with CAFFE2_PAD_HEAD_MORE off), the rest at the tail.
@@ -61,6 +61,18 @@ def _pool_setting(op: Op, p: Any, in_hw: tuple[int, int], kernel, stride) -> tup
     return (pads[0], pads[1]), mode
 
 
+def _check_ave_overhang(op: Op, p: Any, in_hw: tuple[int, int], kernel, stride) -> None:
+    """CAFFE_LEGACY_POOLING average pooling with padding: Caffe2 (count_include_pad) divides every
+    window by kernel_h * kernel_w, Caffe by the window clipped at the padded edge; they differ
+    only where ceil rounding adds a window reaching past that edge."""
+    pads = (p.pad_h, p.pad_w) if p.HasField("pad_h") else (p.pad, p.pad)
+    for axis, size in enumerate(in_hw):
+        out = _caffe_ceil_out(size, kernel[axis], stride[axis], pads[axis])
+        if (out - 1) * stride[axis] - pads[axis] + kernel[axis] > size + pads[axis]:
+            raise op.error(f"average pooling with CAFFE_LEGACY_POOLING over size {size}: the last window "
+                           "reaches past the padding, which Caffe2 counts in the divisor and Caffe does not")
+
+
 def _conv_setting(op: Op, in_hw: tuple[int, int], kernel, stride) -> tuple[int, int]:
     pads = []
     for axis, size in enumerate(in_hw):
@@ -96,6 +108,9 @@ def resolve_same(net: caffe_pb2.NetParameter, graph: Graph, same_ops: list, path
             if len(shape) != 4:
                 raise op.error(f"legacy_pad SAME needs a 4-D input, got {list(shape)}")
             in_hw = (shape[2], shape[3])
+            if layer.type == "Pooling" and op.get_int("legacy_pad", 0) == 3:
+                _check_ave_overhang(op, layer.pooling_param, in_hw, kernel, stride)
+                continue
             if layer.type == "Pooling":
                 p = layer.pooling_param
                 pad, mode = _pool_setting(op, p, in_hw, kernel, stride)

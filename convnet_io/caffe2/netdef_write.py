@@ -122,6 +122,13 @@ def _pool(w: _Writer, node: Node) -> None:
         args["legacy_pad"] = 3
     if a.method == "AVE" and tuple(a.pad) != (0, 0):
         args["count_include_pad"] = 1
+        shape = w.graph.shapes[node.bottoms[0]]
+        for axis in (0, 1):  # Caffe2 divides by the whole window, Caffe clips it at the padded edge
+            size, k, s, p = shape[2 + axis], a.kernel[axis], a.stride[axis], a.pad[axis]
+            out = w.graph.shapes[node.tops[0]][2 + axis]
+            if (out - 1) * s - p + k > size + p:
+                raise LayerError(node.name, "AVE pooling whose last window reaches past the padding has no "
+                                 "Caffe2 operator (Caffe2 counts the overhang in the divisor)", node.type)
     w.op(node, op_type, w.bottoms(node), order="NCHW", **args)
 
 

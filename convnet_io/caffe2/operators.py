@@ -328,6 +328,8 @@ def _pooling(t: "_Translator", op: Op, method: int) -> None:
             p.pad_h, p.pad_w = pad
     P = caffe_pb2.PoolingParameter
     p.round_mode = P.CEIL if legacy == 3 else P.FLOOR
+    if legacy == 3 and method == P.AVE and pad != (0, 0) and not glob:
+        t.same_ops.append((layer.name, op, kernel, stride))  # checked once sizes are known
     if legacy == 2 and not glob:
         t.same_ops.append((layer.name, op, kernel, stride))
 
