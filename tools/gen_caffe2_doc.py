@@ -27,7 +27,7 @@ READS = {
     "Elu": ("ELU", "alpha"),
     "LRN": ("LRN ACROSS_CHANNELS", "the scale output dropped; alpha/size in both"),
     "MaxPool": ("Pooling MAX", "global_pooling; legacy_pad NOTSET/VALID (floor), CAFFE_LEGACY_POOLING (Caffe's ceil), SAME (pads from the input size; an odd tail as ceil rounding)"),
-    "AveragePool": ("Pooling AVE", "as MaxPool; padding only with count_include_pad:1, SAME only without head padding"),
+    "AveragePool": ("Pooling AVE", "as MaxPool; padding only with count_include_pad:1 (and, with CAFFE_LEGACY_POOLING, no window past it), SAME only without head padding"),
     "Dropout": ("Dropout", "ratio, is_test; the mask output dropped"),
     "Softmax": ("Softmax", "axis; the axes after it must be 1"),
     "Concat": ("Concat", "axis or order; add_axis:0; the split-info output dropped"),
