@@ -217,6 +217,16 @@ layer { name: "rpn_deltas" type: "Concat" bottom: "image0" bottom: "image1" top:
 layer { name: "im_info" type: "Reshape" bottom: "ids" top: "im_info" reshape_param { shape { dim: 1 dim: -1 } } }
 layer { name: "proposal" type: "Proposal" bottom: "image0" bottom: "rpn_deltas" bottom: "im_info" top: "rois" top: "roi_scores"
         proposal_param { feat_stride: 4 ratio: 1 scale: 2 scale: 4 post_nms_topn: 7 } }
+layer { name: "ssd_norm" type: "Normalize" bottom: "data" top: "ssd_norm"
+        norm_param { across_spatial: false channel_shared: false scale_filler { type: "constant" value: 20 } } }
+layer { name: "ssd_prior" type: "PriorBox" bottom: "ssd_norm" bottom: "data" top: "ssd_prior"
+        prior_box_param { min_size: 4 max_size: 8 aspect_ratio: 2 clip: true variance: 0.1 variance: 0.1 variance: 0.2 variance: 0.2 step: 1 } }
+layer { name: "ssd_loc" type: "Convolution" bottom: "ssd_norm" top: "ssd_loc" convolution_param { num_output: 16 kernel_size: 3 pad: 1 } }
+layer { name: "ssd_loc_flat" type: "Flatten" bottom: "ssd_loc" top: "ssd_loc_flat" }
+layer { name: "ssd_conf" type: "Convolution" bottom: "ssd_norm" top: "ssd_conf" convolution_param { num_output: 8 kernel_size: 3 pad: 1 } }
+layer { name: "ssd_conf_flat" type: "Flatten" bottom: "ssd_conf" top: "ssd_conf_flat" }
+layer { name: "ssd_det" type: "DetectionOutput" bottom: "ssd_loc_flat" bottom: "ssd_conf_flat" bottom: "ssd_prior" top: "ssd_det"
+        detection_output_param { num_classes: 2 code_type: CENTER_SIZE keep_top_k: 20 confidence_threshold: 0.1 nms_param { nms_threshold: 0.45 top_k: 50 } } }
 layer { name: "silence" type: "Silence" bottom: "copy2" bottom: "e2" }
 """
 
