@@ -50,7 +50,7 @@ backend_option = click.option(
 
 # Parameters that name files a command writes (the rest that name files are its inputs).
 OUTPUT_PARAMS = {"output": "-o", "onnx_path": "--onnx", "torchscript": "--torchscript", "pt2": "--pt2",
-                 "safetensors": "--safetensors", "log_json": "--log-json"}
+                 "safetensors": "--safetensors", "log_json": "--log-json", "out": "OUT"}
 
 
 def _check_paths(kwargs: dict) -> None:

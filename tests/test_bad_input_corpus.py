@@ -78,6 +78,10 @@ def _commands(d: Path, bad: Path) -> list[list[str]]:
         ["compute-mean", b, f"{out}.binaryproto"],
         ["convert-imageset", str(d), b, f"{out}_lmdb"],
         ["plot-log", b, "-o", f"{out}.png"],
+        ["draw", b, f"{out}.svg"], ["draw", str(good), str(good)],
+        ["test", "--model", b, "--weights", str(w), "--iterations", "1"],
+        ["extract-features", b, str(w), "conv1", f"{out}_features"],
+        ["extract-features", str(good), b, "conv1", f"{out}_features"],
     ]
 
 
