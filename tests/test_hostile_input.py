@@ -391,3 +391,9 @@ write()
         assert proc.returncode == 128 + sig, err
         assert "Traceback" not in err
         assert list(tmp_path.iterdir()) == []
+
+
+def test_draw_refuses_to_overwrite_its_net(tiny):
+    before = tiny.read_bytes()
+    assert_one_line(invoke("draw", tiny, tiny), "also an input")
+    assert tiny.read_bytes() == before
