@@ -79,6 +79,29 @@ def _raise_exit(signum, frame):  # noqa: ARG001
     raise SystemExit(128 + signum)
 
 
+def precision_option(fn):
+    """``--precision fp32|bf16|int8`` and ``--calibration NPY`` (the inputs int8 measures ranges on)."""
+    fn = click.option("--calibration", type=click.Path(dir_okay=False), metavar="NPY",
+                      help="With --precision int8: preprocessed inputs (N x C x H x W .npy) to calibrate on.")(fn)
+    return click.option("--precision", type=click.Choice(["fp32", "bf16", "int8"]), default="fp32", show_default=True,
+                        help="Opt-in reduced precision: int8 (ONNX Runtime's quantizer, needs --calibration) or "
+                             "bf16 (OpenVINO, CPUs with AVX512-BF16/AMX); measure its cost with convnet diff.")(fn)
+
+
+def apply_precision(net, precision: str, calibration: str | None) -> None:
+    """Switch a loaded net to ``precision`` (fp32 leaves it as it is)."""
+    if precision == "fp32":
+        return
+    data = None
+    if calibration:
+        from convnet_io.tools.precision import load_calibration
+
+        data = load_calibration(calibration, net.graph.shapes[net.inputs[0]])
+    elif precision == "int8":
+        raise ConvnetError("--precision int8 needs --calibration NPY: inputs to measure activation ranges on")
+    net.set_precision(precision, calibration=data)
+
+
 def handle_errors(fn):
     """Turn ConvnetError (and no space, no permission, no memory) into one line on stderr and exit
     code 2; never a traceback. Output escapes control characters from names in files."""

@@ -5,7 +5,14 @@ import json
 import sys
 
 import click
-from convnet_cli.options import backend_option, caffe2_net_options, handle_errors, print_notices
+from convnet_cli.options import (
+    apply_precision,
+    backend_option,
+    caffe2_net_options,
+    handle_errors,
+    precision_option,
+    print_notices,
+)
 
 
 def _emit(text: str, err: bool = False) -> None:
@@ -68,9 +75,10 @@ def _detect(net, images, mean, labels, threshold, scale, draw_to, as_json):
               help="Progress bar on stderr for more than a batch of images (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with all results.")
 @backend_option
+@precision_option
 @handle_errors
 def run(net, images, weights, mean_file, mean_value, labels_file, oversample, top_k, batch_size, progress, as_json,
-        backend, detect=False, threshold=0.5, input_scale=1.0, draw_to=None):
+        backend, detect=False, threshold=0.5, input_scale=1.0, draw_to=None, precision="fp32", calibration=None):
     """Classify IMAGE files with NET and its --weights: each image is resized to 256x256, centre
     cropped (or cut into 10 crops) to the net's input size, scaled to 0..255 BGR and mean
     subtracted, as Caffe's classify.py does; prints each image's top-k classes."""
@@ -84,6 +92,7 @@ def run(net, images, weights, mean_file, mean_value, labels_file, oversample, to
     labels = load_labels(labels_file) if labels_file else None
     net_obj = load(net, weights=weights, backend=backend)
     print_notices(net_obj.graph.notices)
+    apply_precision(net_obj, precision, calibration)
     if mean is None:
         click.echo("note: no --mean or --mean-value: pixel values are not mean-centred", err=True)
     if progress is None:

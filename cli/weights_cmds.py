@@ -5,11 +5,13 @@ import json
 
 import click
 from convnet_cli.options import (
+    apply_precision,
     backend_option,
     handle_errors,
     input_shape_option,
     parse_input_shapes,
     phase_option,
+    precision_option,
     print_notices,
 )
 
@@ -53,8 +55,9 @@ def init(net, output, seed, phase, input_shape, no_calibrate):
 @phase_option
 @click.option("--json", "as_json", is_flag=True, help="Print the written blobs' shapes as JSON.")
 @backend_option
+@precision_option
 @handle_errors
-def forward(net, weights, inputs, output, blobs, phase, as_json, backend):
+def forward(net, weights, inputs, output, blobs, phase, as_json, backend, precision="fp32", calibration=None):
     """Run NET on .npy inputs and write the requested blobs to an .npz file."""
     from convnet_io.api import load
     from convnet_io.tools.weights_io import read_npy_inputs, save_npz_atomic
@@ -63,6 +66,7 @@ def forward(net, weights, inputs, output, blobs, phase, as_json, backend):
     shapes = {k: tuple(v.shape) for k, v in feeds.items()}
     net_obj = load(net, weights=weights, phase=phase.upper(), input_shapes=shapes, backend=backend)
     print_notices(net_obj.graph.notices)
+    apply_precision(net_obj, precision, calibration)
     wanted = None if blobs is None else ("all" if blobs == "all" else [b for b in blobs.split(",") if b])
     out = net_obj.forward(feeds, blobs=wanted)
     save_npz_atomic(output, out)

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from convnet_cli.main import cli
 from convnet_io.errors import ConvnetError
-from convnet_io.tools import precision
+from convnet_io.runtimes import precision
 from helpers import input_layer
 
 NET = input_layer((1, 3, 16, 16)) + """
@@ -67,3 +67,28 @@ def test_int8_export_is_quantized_and_close_on_its_calibration_data(net_path, tm
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
     int8 = [t for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
     assert any(t.name.startswith("conv1_w") for t in int8), [t.name for t in int8]
+
+
+def test_forward_int8_and_bf16(net_path, tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((4, 3, 16, 16)) * 50).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "calib.npy", (rng.standard_normal((16, 3, 16, 16)) * 50).astype(np.float32))
+    runner = CliRunner()
+
+    def forward(*extra):
+        return runner.invoke(cli, ["forward", str(net_path), "--input", f"data={tmp_path / 'x.npy'}", "-o",
+                                   str(tmp_path / "o.npz"), *map(str, extra)], catch_exceptions=False)
+
+    assert forward().exit_code == 0
+    fp32 = np.load(tmp_path / "o.npz")["ip1"]
+    r = forward("--precision", "int8", "--calibration", tmp_path / "calib.npy")
+    assert r.exit_code == 0, r.output
+    int8 = np.load(tmp_path / "o.npz")["ip1"]
+    assert not np.array_equal(int8, fp32) and np.abs(int8 - fp32).max() <= 0.1 * np.abs(fp32).max()
+    r = forward("--precision", "int8")
+    assert r.exit_code == 2 and r.stderr.strip() == \
+        "error: --precision int8 needs --calibration NPY: inputs to measure activation ranges on"
+    monkeypatch.setattr(precision, "cpu_flags", lambda: {"avx2"})
+    r = forward("--precision", "bf16")
+    assert r.exit_code == 2 and "AVX512-BF16 or AMX" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -32,6 +32,8 @@ class Net:
         self._reshaped: dict[tuple, Any] = {}
         self._ort: dict[tuple, Any] = {}
         self._ort_weights: tuple | None = None
+        self.precision = "fp32"
+        self._calibration: dict[str, np.ndarray] | None = None
 
     # -- running -----------------------------------------------------------------------------------
     @property
@@ -140,7 +142,10 @@ class Net:
             if engine == "openvino":
                 from convnet_io.runtimes.openvino_session import OpenVinoSession
 
-                session = OpenVinoSession(model.SerializeToString())
+                session = OpenVinoSession(model.SerializeToString(),
+                                          precision="bf16" if self.precision == "bf16" else "f32")
+            elif self.precision == "int8":
+                session = self._int8_session(model)
             else:
                 session = make_session(model.SerializeToString())
             self._ort[(engine, names)] = (session, [i.name for i in session.get_inputs()])
@@ -152,9 +157,29 @@ class Net:
             raise ConvnetError(f"missing input(s): {', '.join(missing)}")
         return dict(zip(names, session.run(list(names), feed)))
 
+    def set_precision(self, precision: str = "fp32", calibration: Any = None) -> None:
+        """Opt-in reduced precision for ``forward`` on the exported engines: ``int8`` runs ONNX
+        Runtime on the export quantized by its static quantizer, activation ranges measured on
+        ``calibration`` (inputs as ``forward`` takes them); ``bf16`` runs OpenVINO in bfloat16 where
+        the CPU computes it natively (AVX512-BF16, AMX). ``fp32`` goes back to Caffe's numbers."""
+        from convnet_io.runtimes.precision import check_precision
+
+        check_precision(precision)
+        if precision == "int8":
+            if calibration is None:
+                raise ConvnetError("int8 needs calibration inputs to measure activation ranges on")
+            named = self._named_inputs(calibration)
+            self._calibration = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in named.items()}
+        if precision != "fp32" and self.backend == "torch":
+            raise ConvnetError(f"{precision} runs on the exported engines, not on backend torch")
+        self.precision = precision
+        self._ort.clear()
+
     def _engine_for(self, feeds: dict[str, Any]) -> str:
         """The backend asked for, or for ``auto`` what the recorded bench measured fastest for this
         net at this batch size (``runtimes/engine_table.py``)."""
+        if self.precision != "fp32":  # the engines that run the reduced precision
+            return "onnxruntime" if self.precision == "int8" else "openvino"
         if self.backend != "auto":
             return self.backend
         from convnet_io.runtimes.engine_table import choose_engine
@@ -184,6 +209,21 @@ class Net:
             self._ort[key] = compile_fetch(self._module_for(shapes)[0], list(values))
         out = run_compiled(self._ort[key], tensors)
         return {v: t.detach().cpu().numpy() for v, t in out.items()}
+
+    def _int8_session(self, model):
+        import tempfile
+
+        from convnet_io.runtimes.onnxruntime_session import make_session
+        from convnet_io.runtimes.precision import quantize_int8
+
+        if len(self._calibration) != 1:
+            raise ConvnetError("int8 calibration needs a net with one input")
+        (name, data), = self._calibration.items()
+        with tempfile.TemporaryDirectory(prefix="convnet-int8-") as tmp:
+            fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
+            fp32.write_bytes(model.SerializeToString())
+            quantize_int8(fp32, int8, name, data)
+            return make_session(int8.read_bytes())
 
     def run_values(self, inputs: Any, values: Iterable[str]) -> dict[str, np.ndarray]:
         """Run the net and return the given value ids (``conv1``, ``conv1:1``) exactly."""
