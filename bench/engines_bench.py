@@ -17,15 +17,16 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bench.run import CpuMonitor, Timeout, interleaved, log, summary, time_limit  # noqa: E402
+from bench.run import CpuMonitor, Timeout, interleaved, log, summary, time_limit
 
 MODELS = ROOT.parent / "shared" / "caffe-models"
 NETS = {

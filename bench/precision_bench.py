@@ -22,9 +22,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bench.run import CpuMonitor, interleaved, log, summary  # noqa: E402
+from bench.run import CpuMonitor, interleaved, log, summary
 
 MODELS = ROOT.parent / "shared" / "caffe-models"
 

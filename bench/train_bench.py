@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,9 +28,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from bench.run import CpuMonitor, hand_written_alexnet, interleaved, log, summary  # noqa: E402
+from bench.run import CpuMonitor, hand_written_alexnet, interleaved, log, summary
 
 MODELS = ROOT.parent / "shared" / "caffe-models"
 NETS = {"LeNet": (MODELS / "mnist" / "lenet_train_test.prototxt", 64, (1, 28, 28), 10),
@@ -75,8 +74,8 @@ def input_train_net(path: Path, batch: int, item: tuple[int, ...]) -> str:
     layers dropped: what pycaffe trains on an in-memory batch."""
     from google.protobuf import text_format
 
-    from convnet_io.caffe.prototxt import read_net
     from convnet_io.caffe.proto import caffe_pb2
+    from convnet_io.caffe.prototxt import read_net
 
     net, _ = read_net(path)
     out = caffe_pb2.NetParameter(name=net.name)

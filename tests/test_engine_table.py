@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import input_layer, rel_err
 
 import convnet_io
 from convnet_io.runtimes import engine_table
 from convnet_io.runtimes.engine_table import choose_engine
-from helpers import input_layer, rel_err
 
 TABLE = {"cpu": {"AlexNet": {"1": "openvino", "32": "torch.compile"}, "*": {"1": "torch", "16": "onnxruntime"}}}
 NET = input_layer((2, 3, 12, 12)) + """
@@ -83,7 +83,7 @@ def test_auto_torch_compile_is_compiled_once_per_shape(tmp_path, monkeypatch):
     engine_table.write_table(path, {"cpu": {"Tiny": {1: "torch.compile"}}}, "host", "now")
     monkeypatch.setenv("CONVNET_ENGINE_TABLE", str(path))
     monkeypatch.setenv("CONVNET_DISABLE_CUDA", "1")
-    import convnet_io.runtimes.compiled as compiled
+    from convnet_io.runtimes import compiled
 
     made = []
     real = compiled.compile_fetch

@@ -15,11 +15,12 @@ import pytest
 
 pytest.importorskip("openvino")
 
-import convnet_io  # noqa: E402
-from convnet_io.runtimes.runners import OpenVinoRunner  # noqa: E402
-from convnet_io.tools.diff import DiffSetup, run_diff  # noqa: E402
-from helpers import input_layer, rel_err  # noqa: E402
-from test_onnx_export import CASES  # noqa: E402
+from helpers import input_layer, rel_err
+from test_onnx_export import CASES
+
+import convnet_io
+from convnet_io.runtimes.runners import OpenVinoRunner
+from convnet_io.tools.diff import DiffSetup, run_diff
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT.parent / "shared" / "caffe-models"
@@ -88,8 +89,9 @@ def test_net_forward_on_openvino_matches_torch():
 
 
 def test_known_differences_are_refused():
-    from convnet_io.runtimes.openvino_session import openvino_blocker
     from helpers import graph_from_text
+
+    from convnet_io.runtimes.openvino_session import openvino_blocker
 
     g = graph_from_text(input_layer((1, 3, 4, 4)) + '''
         layer { name: "n" type: "LRN" bottom: "data" top: "n" lrn_param { local_size: 7 } }''')

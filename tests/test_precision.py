@@ -8,11 +8,11 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
-
 from convnet_cli.main import cli
+from helpers import input_layer
+
 from convnet_io.errors import ConvnetError
 from convnet_io.runtimes import precision
-from helpers import input_layer
 
 NET = input_layer((1, 3, 16, 16)) + """
 layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 8 kernel_size: 3 } }

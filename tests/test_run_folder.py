@@ -6,13 +6,13 @@ import multiprocessing
 
 import numpy as np
 import pytest
+from helpers import input_layer
 from PIL import Image
 
 import convnet_io
 from convnet_io.tools.classify import classify
 from convnet_io.tools.prefetch import expand_folders
 from convnet_io.tools.preprocess import ImageError
-from helpers import input_layer
 
 NET = input_layer((1, 3, 24, 24)) + """
 layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 4 kernel_size: 5 stride: 2 } }

@@ -82,15 +82,14 @@ def check_model_with_weights(model: onnx.ModelProto, weights: list[tuple[str, np
 
 def write_model(model: onnx.ModelProto, weights: list[tuple[str, np.ndarray]], path: str | Path) -> None:
     """The model, then each weight as its own initialiser record; atomically."""
-    with atomic_output(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(model.SerializeToString())
-            for name, array in weights:
-                data = np.ascontiguousarray(array, dtype=_LE_F32)
-                f.write(_weight_record_head(name, data))
-                f.write(memoryview(data.reshape(-1)).cast("B"))
-            f.flush()
-            os.fsync(f.fileno())
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        f.write(model.SerializeToString())
+        for name, array in weights:
+            data = np.ascontiguousarray(array, dtype=_LE_F32)
+            f.write(_weight_record_head(name, data))
+            f.write(memoryview(data.reshape(-1)).cast("B"))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def export_to_file(graph: Graph, blobs: dict[str, list[np.ndarray]], path: str | Path,

@@ -12,8 +12,8 @@ slower than float32, so convnet refuses it there instead of running a slower, le
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
@@ -63,7 +63,12 @@ def load_calibration(path: str | Path, input_shape: tuple[int, ...]) -> np.ndarr
 def quantize_int8(model_path: str | Path, out_path: str | Path, input_name: str, calibration: np.ndarray,
                   batch: int = 8) -> None:
     """``model_path`` (float32 ONNX) quantized to int8 QDQ at ``out_path``, calibrated on ``calibration``."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self, arrays: Iterable[np.ndarray]):
