@@ -6,8 +6,8 @@ before it writes anything (the CLI does it for every command from the options it
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from convnet_io.errors import ConvnetError
 

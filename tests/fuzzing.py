@@ -15,10 +15,10 @@ import signal
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -37,19 +37,19 @@ def _text_files(*patterns: str) -> list[bytes]:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def net_seeds() -> tuple[bytes, ...]:
     nets = [s for s in _text_files("*.prototxt") if b"layer" in s]
     nets += [s for s in _text_files("*.txt") if b"op {" in s or b"layer" in s]
     return tuple(nets)
 
 
-@lru_cache(maxsize=None)
+@cache
 def listing_seeds() -> tuple[bytes, ...]:
     return tuple(p.read_bytes() for p in sorted((ROOT / "prototxt").glob("*_caffe2.txt")))
 
 
-@lru_cache(maxsize=None)
+@cache
 def solver_seeds() -> tuple[bytes, ...]:
     return tuple(s for s in _text_files("*solver*.prototxt"))
 
@@ -61,7 +61,7 @@ def _small_blobs():
             ("ip1", "InnerProduct", [rng.standard_normal((2, 16)).astype(np.float32)])]
 
 
-@lru_cache(maxsize=None)
+@cache
 def caffemodel_seeds() -> tuple[bytes, ...]:
     from convnet_io.caffe.caffemodel import write_caffemodel
     from convnet_io.caffe.caffemodel.reader import LayerBlobs
@@ -72,7 +72,7 @@ def caffemodel_seeds() -> tuple[bytes, ...]:
         return (p.read_bytes(),)
 
 
-@lru_cache(maxsize=None)
+@cache
 def binaryproto_seeds() -> tuple[bytes, ...]:
     from convnet_io.caffe.caffemodel import write_blobproto
     from convnet_io.caffe.proto import caffe_pb2
@@ -86,7 +86,7 @@ def binaryproto_seeds() -> tuple[bytes, ...]:
         return (p.read_bytes(), legacy.SerializeToString(), double.SerializeToString())
 
 
-@lru_cache(maxsize=None)
+@cache
 def solverstate_seeds() -> tuple[bytes, ...]:
     from convnet_io.caffe.proto import caffe_pb2
 
@@ -112,7 +112,7 @@ def _image_bytes(fmt: str, mode: str, size=(12, 9)) -> bytes:
     return buf.getvalue()
 
 
-@lru_cache(maxsize=None)
+@cache
 def image_seeds() -> tuple[bytes, ...]:
     seeds = [_image_bytes("PNG", "RGB"), _image_bytes("PNG", "L"), _image_bytes("PNG", "RGBA"),
              _image_bytes("PNG", "I;16"), _image_bytes("JPEG", "RGB"), _image_bytes("BMP", "RGB"),
@@ -120,7 +120,7 @@ def image_seeds() -> tuple[bytes, ...]:
     return tuple(seeds)
 
 
-@lru_cache(maxsize=None)
+@cache
 def datum_seeds() -> tuple[bytes, ...]:
     from convnet_io.data.datum import array_to_datum, encoded_datum
 
@@ -404,7 +404,7 @@ class Hang(Exception):
     pass
 
 
-def _alarm(signum, frame):  # noqa: ARG001
+def _alarm(signum, frame):
     raise Hang(f"over {HANG_S} s of CPU" if signum == signal.SIGPROF else f"blocked over {12 * HANG_S} s")
 
 

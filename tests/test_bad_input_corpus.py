@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from convnet_cli.main import cli
-from convnet_io import limits
-
 from helpers import input_layer
+
+from convnet_io import limits
 
 RAW_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 ESC_NAME = "r\x1b]0;title\x07\x1b[31m"

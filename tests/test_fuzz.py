@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import os
 
+import fuzzing
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import fuzzing
 from convnet_io.terminal import escape, name
 
 CASES = int(os.environ.get("CONVNET_FUZZ_CASES", "12"))

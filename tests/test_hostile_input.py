@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from convnet_cli.main import cli
-from convnet_io import limits
-
 from helpers import input_layer
+
+from convnet_io import limits
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT.parent / "shared" / "caffe-models"
@@ -106,12 +105,12 @@ def test_forward_refuses_its_input_array_as_output(tiny, tmp_path):
 # -- 3. Caffe's CHECKs at build time -------------------------------------------------------------
 
 @pytest.mark.parametrize("layers, needle", [
-    ('layer { name: "c" type: "Deconvolution" bottom: "data" top: "c" '
-     'convolution_param { num_output: 2 kernel_size: 3 stride: 0 } }', "layer 'c' (Deconvolution): stride"),
-    ('layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
-     'convolution_param { num_output: 2 kernel_size: 3 stride: 0 } }', "layer 'c' (Convolution): stride"),
-    ('layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
-     'convolution_param { num_output: 2 kernel_size: 3 dilation: 0 } }', "layer 'c' (Convolution): dilation"),
+    (('layer { name: "c" type: "Deconvolution" bottom: "data" top: "c" '
+     'convolution_param { num_output: 2 kernel_size: 3 stride: 0 } }'), "layer 'c' (Deconvolution): stride"),
+    (('layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+     'convolution_param { num_output: 2 kernel_size: 3 stride: 0 } }'), "layer 'c' (Convolution): stride"),
+    (('layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+     'convolution_param { num_output: 2 kernel_size: 3 dilation: 0 } }'), "layer 'c' (Convolution): dilation"),
     ('layer { name: "r" type: "ReLU" bottom: "data" }', "layer 'r' (ReLU): takes at least 1 top"),
     ('layer { name: "d" type: "Dropout" bottom: "data" top: "x" top: "x" }', "layer 'd' (Dropout): lists top 'x'"),
 ])
@@ -134,7 +133,7 @@ def test_data_batch_size_zero_is_refused(tmp_path):
 
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EACCES])
 def test_export_onnx_on_a_full_or_forbidden_disk_is_one_line(tiny, tmp_path, monkeypatch, err):
-    import convnet_io.atomic as atomic
+    from convnet_io import atomic
 
     real = atomic.os.replace
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from convnet_io.caffe.layer_files import read_layer_files
 from convnet_io.caffe.hdf5_shapes import hook as hdf5_hook
+from convnet_io.caffe.layer_files import read_layer_files
 from convnet_io.caffe.netstate import filter_layers, state_for
 from convnet_io.errors import ConvnetError, LayerError
 from convnet_io.graph import Graph, Node, ParamSpec, Shape, value_id
@@ -136,7 +136,7 @@ class _LayerView:
     """A LayerParameter with its names and blob lists read once. Reading a repeated field of a
     upb message costs microseconds each time, and a 700k-layer net reads each many times."""
 
-    __slots__ = ("msg", "name", "type", "top", "bottom")
+    __slots__ = ("bottom", "msg", "name", "top", "type")
 
     def __init__(self, msg: Any):
         self.msg, self.name, self.type = msg, msg.name, msg.type

@@ -16,7 +16,7 @@ class PrefixLock:
         self.path = Path(f"{prefix}.lock")
         self.fd: int | None = None
 
-    def acquire(self) -> "PrefixLock":
+    def acquire(self) -> PrefixLock:
         import fcntl
 
         if not self.path.parent.is_dir():
