@@ -113,6 +113,9 @@ def test_forward_refuses_its_input_array_as_output(tiny, tmp_path):
      'convolution_param { num_output: 2 kernel_size: 3 dilation: 0 } }'), "layer 'c' (Convolution): dilation"),
     ('layer { name: "r" type: "ReLU" bottom: "data" }', "layer 'r' (ReLU): takes at least 1 top"),
     ('layer { name: "d" type: "Dropout" bottom: "data" top: "x" top: "x" }', "layer 'd' (Dropout): lists top 'x'"),
+    ('layer { name: "p" type: "Power" bottom: "data" top: "x" top: "y" }', "layer 'p' (Power): produces 1 top(s)"),
+    ('layer { name: "e" type: "Embed" bottom: "data" top: "x" embed_param { num_output: 2 input_dim: 0 } }',
+     "layer 'e' (Embed): input_dim 0"),
 ])
 def test_caffe_checks_name_the_layer(tmp_path, layers, needle):
     p = tmp_path / "n.prototxt"

@@ -29,7 +29,9 @@ class LayerSpec:
 
     @classmethod
     def top_shapes(cls, attrs: Any, bottoms: list[Shape], num_tops: int) -> list[Shape]:
-        return [bottoms[0]] * max(num_tops, 1)
+        # One top shaped like the bottom: Caffe's NeuronLayer (ExactNumTopBlobs 1); a second named
+        # top is refused by the builder ("produces 1 top(s), but 2 are named").
+        return [bottoms[0]]
 
     @classmethod
     def param_shapes(cls, attrs: Any, bottoms: list[Shape]) -> list[Shape]:

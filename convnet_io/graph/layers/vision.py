@@ -312,6 +312,8 @@ class Embed(LayerSpec):
     @classmethod
     def attrs(cls, layer):
         p = layer.embed_param
+        if p.input_dim <= 0:  # Caffe: CHECK_GT(K_, 0) << "EmbedLayer input_dim must be positive"
+            raise ValueError(f"input_dim {p.input_dim} must be positive")
         return EmbedAttrs(int(p.num_output), int(p.input_dim), bool(p.bias_term),
                           filler(p.weight_filler, p.HasField("weight_filler")),
                           filler(p.bias_filler, p.HasField("bias_filler")))
