@@ -29,6 +29,7 @@ def rng(seed):
 
 
 H = np.abs(rng(9).standard_normal((4, 4))).astype(np.float32)
+TIES = np.array([[[[1.]], [[3.]], [[3.]], [[0.]], [[3.]], [[-1.]]], [[[2.]], [[2.]], [[2.]], [[2.]], [[5.]], [[2.]]]])
 CASES = {
     "contrastive": (inp("a", (6, 3)) + inp("b", (6, 3)) + inp("y", (6,))
                     + 'layer { name: "loss" type: "ContrastiveLoss" bottom: "a" bottom: "b" bottom: "y" top: "loss" '
@@ -83,6 +84,31 @@ CASES = {
                           'num_output: 2 axis: 2 kernel_size: 3 stride: 2 pad: 1 group: 1 '
                           'weight_filler { type: "gaussian" std: 0.3 } bias_filler { type: "gaussian" std: 0.3 } } }',
                         {"x": rng(16).standard_normal((2, 2, 3, 3, 4, 2))}, []),
+    # Caffe's edge cases of Reduction, Tile, Crop and ArgMax.
+    "reduction_asum_axis0": (inp("x", (2, 3, 4)) + 'layer { name: "r" type: "Reduction" bottom: "x" top: "r" '
+                             'reduction_param { operation: ASUM coeff: -2 } }',
+                             {"x": np.where(rng(20).random((2, 3, 4)) < 0.2, 0, rng(21).standard_normal((2, 3, 4)))}, ["x"]),
+    "reduction_mean_last": (inp("x", (2, 3, 4)) + 'layer { name: "r" type: "Reduction" bottom: "x" top: "r" '
+                            'reduction_param { operation: MEAN axis: -1 coeff: 0.5 } }',
+                            {"x": rng(22).standard_normal((2, 3, 4))}, ["x"]),
+    "reduction_sumsq_axis1": (inp("x", (2, 3, 4)) + 'layer { name: "r" type: "Reduction" bottom: "x" top: "r" '
+                              'reduction_param { operation: SUMSQ axis: 1 } }',
+                              {"x": rng(23).standard_normal((2, 3, 4))}, ["x"]),
+    "tile_last": (inp("x", (2, 3, 2)) + 'layer { name: "t" type: "Tile" bottom: "x" top: "t" tile_param { axis: -1 tiles: 3 } }',
+                  {"x": rng(24).standard_normal((2, 3, 2))}, ["x"]),
+    "crop_axis1": (inp("x", (2, 5, 6, 7)) + inp("ref", (1, 3, 4, 4))
+                   + 'layer { name: "c" type: "Crop" bottom: "x" bottom: "ref" top: "c" '
+                     'crop_param { axis: 1 offset: 1 offset: 0 offset: 2 } }',
+                   {"x": rng(25).standard_normal((2, 5, 6, 7)), "ref": np.zeros((1, 3, 4, 4))}, ["x"]),
+    "crop_default": (inp("x", (2, 3, 6, 7)) + inp("ref", (1, 1, 3, 4))
+                     + 'layer { name: "c" type: "Crop" bottom: "x" bottom: "ref" top: "c" crop_param { offset: 2 } }',
+                     {"x": rng(26).standard_normal((2, 3, 6, 7)), "ref": np.zeros((1, 1, 3, 4))}, ["x"]),
+    "argmax_ties": (inp("x", (2, 6, 1, 1)) + 'layer { name: "a" type: "ArgMax" bottom: "x" top: "a" '
+                    'argmax_param { top_k: 3 out_max_val: true } }', {"x": TIES}, []),
+    "argmax_axis_ties": (inp("x", (2, 6, 1, 1)) + 'layer { name: "a" type: "ArgMax" bottom: "x" top: "a" '
+                         'argmax_param { top_k: 2 axis: 1 } }', {"x": TIES}, []),
+    "argmax_axis_value": (inp("x", (2, 4, 3)) + 'layer { name: "a" type: "ArgMax" bottom: "x" top: "a" '
+                          'argmax_param { axis: -1 out_max_val: true } }', {"x": rng(27).standard_normal((2, 4, 3))}, []),
 }
 
 CAFFE_SCRIPT = textwrap.dedent("""
@@ -98,6 +124,11 @@ CAFFE_SCRIPT = textwrap.dedent("""
         net.blobs[k].reshape(*v.shape)
         net.blobs[k].data[...] = v
     net.forward()
+    # Without a loss, each output's gradient is a fixed pattern (the test applies the same).
+    diffs = {} if any(layer.type.endswith("Loss") for layer in net.layers) else {
+        o: np.cos(np.arange(net.blobs[o].data.size)).reshape(net.blobs[o].data.shape) for o in net.outputs}
+    for o, d in diffs.items():
+        net.blobs[o].diff[...] = d
     net.backward()
     result = {}
     for name in net.blobs:
@@ -113,7 +144,7 @@ def test_against_caffe(tmp_path, case):
     import convnet_io
 
     text, inputs, grads = CASES[case]
-    forward_only = case in ("batch_reindex", "filter", "infogain")  # Caffe refuses to force these
+    forward_only = case in ("batch_reindex", "filter", "infogain") or case.startswith("argmax")  # Caffe refuses to force these
     text = ('name: "t"\n' if forward_only else 'name: "t" force_backward: true\n') + text
     proto = tmp_path / "net.prototxt"
     proto.write_text(text)
@@ -132,6 +163,9 @@ def test_against_caffe(tmp_path, case):
     tensors = {k: torch.tensor(v, requires_grad=k in grads) for k, v in feeds.items()}
     values = net.module.run(tensors, graph.values)
     loss = sum(values[t] * w for n in graph.nodes for t, w in zip(n.tops, n.loss_weights) if w)
+    if not torch.is_tensor(loss):
+        loss = sum((values[o] * torch.cos(torch.arange(values[o].numel(), dtype=torch.float64))
+                    .reshape(values[o].shape)).sum() for o in graph.outputs)
     for v in graph.values:
         blob = graph.blob_of[v]
         if blob in want and graph.final_value(blob) == v:
