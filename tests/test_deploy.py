@@ -227,6 +227,13 @@ layer { name: "ssd_conf" type: "Convolution" bottom: "ssd_norm" top: "ssd_conf" 
 layer { name: "ssd_conf_flat" type: "Flatten" bottom: "ssd_conf" top: "ssd_conf_flat" }
 layer { name: "ssd_det" type: "DetectionOutput" bottom: "ssd_loc_flat" bottom: "ssd_conf_flat" bottom: "ssd_prior" top: "ssd_det"
         detection_output_param { num_classes: 2 code_type: CENTER_SIZE keep_top_k: 20 confidence_threshold: 0.1 nms_param { nms_threshold: 0.45 top_k: 50 } } }
+layer { name: "spp" type: "SPP" bottom: "data" top: "spp" spp_param { pyramid_height: 2 pool: AVE } }
+layer { name: "im2col" type: "Im2col" bottom: "data" top: "im2col" convolution_param { kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "conv_1d" type: "Convolution" bottom: "data" top: "conv_1d" convolution_param { num_output: 3 kernel_size: 3 axis: 2 } }
+layer { name: "row_index" type: "Reduction" bottom: "ids" top: "row_index" reduction_param { axis: 1 } }
+layer { name: "reindex" type: "BatchReindex" bottom: "data" bottom: "row_index" top: "reindex" }
+layer { name: "filter" type: "Filter" bottom: "data" bottom: "row_index" top: "filtered" }
+layer { name: "h5out" type: "HDF5Output" bottom: "data" bottom: "ids" hdf5_output_param { file_name: "out.h5" } }
 layer { name: "silence" type: "Silence" bottom: "copy2" bottom: "e2" }
 """
 

@@ -29,11 +29,13 @@ from typing import Any, Callable
 
 from google.protobuf import text_format
 
+from convnet_io.caffe.deploy_bvlc import bvlc_writers, write_spatial
 from convnet_io.caffe.deploy_detection import detection_writers
 from convnet_io.caffe.deploy_forks import fork_writers
 from convnet_io.caffe.proto import caffe_pb2
 from convnet_io.errors import ConvnetError, LayerError
 from convnet_io.graph import Filler, Graph, Node
+from convnet_io.graph.layers.conv_nd import is_nd
 from convnet_io.graph.layers.loss import LOSS_TYPES
 
 EVAL_TYPES = frozenset(LOSS_TYPES | {"Accuracy"})
@@ -145,6 +147,14 @@ def _convolution(layer: Any, a: Any, node: Node, graph: Graph) -> None:
     p = layer.convolution_param
     _put_always(p, num_output=a.num_output)
     _put(p, bias_term=a.bias_term)
+    bottom = graph.shapes[node.bottoms[0]]
+    if is_nd(a.spatial, bottom):  # N-D: the spatial fields as the net wrote them
+        write_spatial(p, a.spatial, _put)
+        _put(p, group=a.group)
+        _filler(p.weight_filler, a.weight_filler)
+        if a.bias_term:
+            _filler(p.bias_filler, a.bias_filler)
+        return
     _pair(p, "kernel_size", "kernel_h", "kernel_w", a.kernel, -1, True)
     _pair(p, "stride", "stride_h", "stride_w", a.stride, 1, True)
     _pair(p, "pad", "pad_h", "pad_w", a.pad, 0, True)
@@ -384,6 +394,7 @@ WRITERS: dict[str, Callable[[Any, Any, Node, Graph], None]] = {
 }
 WRITERS.update(fork_writers(_put, _put_always, _convolution))  # segmentation, two-stage, YOLO forks
 WRITERS.update(detection_writers(_put, _put_always, _filler))  # SSD's layers
+WRITERS.update(bvlc_writers(_put, _put_always))  # SPP, Im2col, BatchReindex, Filter, HDF5Output
 
 
 # -- the net ------------------------------------------------------------------------------------------

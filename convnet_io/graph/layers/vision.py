@@ -1,7 +1,7 @@
 """Convolution, Deconvolution, Pooling and InnerProduct, with Caffe's shape rules."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from convnet_io.graph.layers.common import canonical_axis, ceil_div, count, enum_name, filler, spatial_pair
@@ -22,7 +22,9 @@ class ConvolutionAttrs:
     axis: int = 1
     weight_filler: Filler | None = None
     bias_filler: Filler | None = None
-    spatial: ConvSpatial | None = None  # the fields as written: N-D nets resolve them (conv_nd.py)
+    # The fields as written, which N-D nets resolve against the bottom (conv_nd.py); not part of
+    # equality: the same geometry can be written several ways.
+    spatial: ConvSpatial | None = field(default=None, compare=False)
 
 
 def convolution_attrs(p: Any) -> ConvolutionAttrs:
