@@ -104,3 +104,24 @@ def test_bvlc_net_test_phase_runs_and_exports(net):
         assert np.isfinite(want[name]).all(), name
         c = compare_blob(name, got[name], want[name], Tolerance(atol=1e-5, rtol=1e-4))
         assert c.ok, (name, c)
+
+
+def test_weights_go_to_the_first_layer_of_a_repeated_name():
+    """Caffe's CopyTrainedLayersFrom: each file layer fills the first net layer of its name (a
+    repeated file name: the last one wins); a later net layer of the same name keeps its fillers."""
+    import numpy as np
+
+    from convnet_io.caffe.caffemodel import LayerBlobs
+    from convnet_io.caffe.weights import match_weights
+    from helpers import graph_from_text, input_layer
+
+    graph = graph_from_text(input_layer((2, 3)) + (
+        'layer { name: "ip" type: "InnerProduct" bottom: "data" top: "a" inner_product_param { num_output: 2 } }'
+        'layer { name: "ip" type: "InnerProduct" bottom: "a" top: "b" inner_product_param { num_output: 2 } }'))
+    assert [n.name for n in graph.nodes[1:]] == ["ip", "ip_1"]
+    first = [np.full((2, 3), 1, np.float32), np.zeros(2, np.float32)]
+    last = [np.full((2, 3), 2, np.float32), np.zeros(2, np.float32)]
+    report = match_weights(graph, [LayerBlobs("ip", "InnerProduct", first), LayerBlobs("ip", "InnerProduct", last)],
+                           strict=False)
+    assert list(report.blobs) == ["ip"] and report.missing == ["ip_1"]
+    assert (report.blobs["ip"][0] == 2).all()
