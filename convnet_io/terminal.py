@@ -11,6 +11,9 @@ from typing import TextIO
 # C0 controls except newline and tab, DEL, the C1 controls, and the bidirectional overrides that
 # reorder what is shown (a name that reads differently from what it is).
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# What a stream lets through besides newline and tab: carriage returns, which progress bars redraw
+# their line with (names themselves never keep one: ``name`` escapes it).
+_STREAM_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _CONTROL_WITH_NEWLINES = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -45,7 +48,7 @@ class EscapingStream:
     def write(self, text: str) -> int:
         if not isinstance(text, str):  # a text stream refuses bytes (click probes with b"")
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        self._stream.write(escape(text))
+        self._stream.write(_STREAM_CONTROL.sub(_replace, text) if _STREAM_CONTROL.search(text) else text)
         return len(text)
 
     def __getattr__(self, attr: str):
