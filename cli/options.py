@@ -128,7 +128,8 @@ def handle_errors(fn):
         except (SystemExit, click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except OSError as e:  # no space, no permission, a read-only disk: the user's to fix
-            where = e.filename or "output"
+            ctx = click.get_current_context(silent=True)
+            where = e.filename or (ctx.info_name if ctx else None) or "convnet"
             click.echo(f"error: {_one_line(where)}: {_one_line(e.strerror or e)}", err=True)
             sys.exit(2)
         except MemoryError:

@@ -48,12 +48,16 @@ def convert_to_onnx(net: str | Path, path: str | Path, weights: str | Path | Non
         raise ConvnetError("--precision int8 needs --calibration NPY: inputs to measure activation ranges on")
     if rtol is None:
         rtol = 0.1 if precision == "int8" else 1e-4
-    from convnet_io.api.loading import load_blobs, load_graph
+    from convnet_io.api.loading import load_blobs, load_caffe2, load_graph
     from convnet_io.onnx_export.exporter import DEFAULT_OPSET
     from convnet_io.onnx_export.writer import export_to_file
 
-    graph = load_graph(net, input_shapes=input_shapes)
-    blobs, warnings = load_blobs(graph, weights, seed=seed)
+    caffe2 = load_caffe2(net, weights, input_shapes, seed)  # a Caffe2 NetDef pair carries its weights
+    if caffe2:
+        (graph, blobs), warnings = caffe2, []
+    else:
+        graph = load_graph(net, input_shapes=input_shapes)
+        blobs, warnings = load_blobs(graph, weights, seed=seed)
     opset = opset or DEFAULT_OPSET
     check_inputs = None
     if precision == "int8":
