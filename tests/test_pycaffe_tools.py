@@ -116,6 +116,8 @@ def test_pycaffe_solver_is_convnet_train(trained, tmp_path):
     restored.add_callback(lambda: calls.append("start"), lambda: calls.append("gradients"))
     restored.step(2)
     assert restored.iter == 22 and calls == ["start", "gradients"] * 2
+    # the typed constructors override the file's type, as pycaffe's do
+    assert caffe.AdamSolver(str(tmp_path / "solver.prototxt")).type == "Adam"
 
 
 def test_extract_features(trained, tmp_path):
