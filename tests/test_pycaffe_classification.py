@@ -136,6 +136,14 @@ def test_classifier_and_forward_all_pad(weights):
     x = crop.transpose(2, 0, 1)[::-1] * 255.0 - mu[:, None, None]
     ref = opencv(model_def, weights, x[None], ['prob'])['prob']
     np.testing.assert_allclose(pred, ref, rtol=0, atol=2e-5)
+    # oversample (the default): four corners and the centre, mirrored, predictions averaged
+    pred10 = net.predict([image])
+    corners = [(0, 0), (0, 29), (29, 0), (29, 29), (14, 14)]
+    crops = [resized[y:y + 227, x0:x0 + 227] for y, x0 in corners]
+    crops += [c[:, ::-1] for c in crops]
+    xs = np.stack([c.transpose(2, 0, 1)[::-1] * 255.0 - mu[:, None, None] for c in crops])
+    ref10 = opencv(model_def, weights, xs, ['prob'])['prob'].mean(0)
+    np.testing.assert_allclose(pred10[0], ref10, rtol=0, atol=2e-5)
 
 
 def test_detector_windows(weights):

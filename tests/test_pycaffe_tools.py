@@ -88,6 +88,8 @@ def test_convnet_test_reports_train_test_pass(trained):
     x, y = digits_images(trained)
     ref = (lenet_forward(x / 255, weights)["score"].argmax(1) == y).mean()
     assert abs(report["outputs"]["accuracy"] - ref) <= 1 / 360
+    print(f"convnet test accuracy {report['outputs']['accuracy']:.6f} loss {report['outputs']['loss']:.6f}; "
+          f"convnet train's test pass {train_test['accuracy']:.6f} / {train_test['loss']:.6f}; float64 {ref:.6f}")
     text = invoke("test", "--model", trained / "test.prototxt", "--weights", trained / "lenet_iter_20.caffemodel",
                   "--iterations", 4)
     assert text.exit_code == 0 and f"accuracy = {report['outputs']['accuracy']:g}" in text.output
