@@ -110,7 +110,8 @@ def handle_errors(fn):
     def wrapper(*args, **kwargs):
         out, err = sys.stdout, sys.stderr
         sys.stdout, sys.stderr = EscapingStream(out), EscapingStream(err)
-        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+        # only signals left at their default (nohup's ignored SIGHUP stays ignored)
+        previous = {s: h for s in (signal.SIGTERM, signal.SIGHUP) if (h := signal.getsignal(s)) == signal.SIG_DFL}
         try:
             for s in previous:
                 signal.signal(s, _raise_exit)
