@@ -39,7 +39,7 @@ class BatchReindex(CaffeLayer):
 
     def forward(self, x, permut):
         index = permut.reshape(-1).to(torch.int64)
-        if not torch.jit.is_tracing() and index.numel() and (int(index.min()) < 0 or int(index.max()) >= x.shape[0]):
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()) and index.numel() and (int(index.min()) < 0 or int(index.max()) >= x.shape[0]):
             raise ValueError(f"BatchReindex index out of range [0, {x.shape[0]})")
         return x.index_select(0, index)
 
