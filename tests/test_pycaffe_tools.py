@@ -371,3 +371,19 @@ def test_train_and_diff_with_python_layers(tmp_path, monkeypatch):
     r = invoke("diff", tmp_path / "py.prototxt", tmp_path / "power.prototxt", "--allow-python-layers", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["ok"]
+
+
+STAGED = '''layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 } } }
+layer { name: "deploy_only" type: "InnerProduct" bottom: "data" top: "out" include { stage: "deploy" }
+        inner_product_param { num_output: 3 } }
+layer { name: "level2" type: "InnerProduct" bottom: "data" top: "out" include { min_level: 2 }
+        inner_product_param { num_output: 5 } }
+'''
+
+
+def test_net_stages_and_level(tmp_path):
+    (tmp_path / "staged.prototxt").write_text(STAGED)
+    path = str(tmp_path / "staged.prototxt")
+    assert caffe.Net(path, caffe.TEST, stages=["deploy"])._layer_names == ["data", "deploy_only"]
+    assert caffe.Net(path, caffe.TEST, level=2)._layer_names == ["data", "level2"]
+    assert caffe.Net(path, caffe.TEST).outputs == ["data"]

@@ -164,8 +164,13 @@ class Net:
 
     @property
     def outputs(self) -> list[str]:
+        """Blobs no later layer reads, in name order (Caffe walks its std::set of available blobs)."""
         g = self._base_graph
-        return list(dict.fromkeys(g.blob_of[v] for v in g.outputs))
+        available: set[str] = set()
+        for n in g.nodes:
+            available.difference_update(g.blob_of[b] for b in n.bottoms)
+            available.update(g.blob_of[t] for t in n.tops)
+        return sorted(available)
 
     @property
     def top_names(self) -> OrderedDict[str, list[str]]:
