@@ -157,6 +157,10 @@ def resize_image(image: np.ndarray, dims: Sequence[int]) -> np.ndarray:
         raise ValueError(f"bad resize dimensions {tuple(dims)}")
     if image.shape[:2] == (h, w):
         return image.astype(np.float32, copy=True)
+    if h * image.shape[1] > 4 * image.shape[0] * w:
+        # A long thin image (9 x 57046) resized rows first would hold 256 x 57046 float64 values
+        # in between: resize its columns first (the same separable filter, another order).
+        return np.ascontiguousarray(resize_image(image.transpose(1, 0, 2), (w, h)).transpose(1, 0, 2))
     lo, hi, f = _bilinear_taps(image.shape[0], h)
     f = f[:, None, None]
     rows = image[lo].astype(np.float64) * (1.0 - f) + image[hi].astype(np.float64) * f
