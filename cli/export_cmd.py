@@ -51,7 +51,8 @@ def export(net, weights, onnx_path, opset, static_batch, no_check, torchscript, 
         print_notices(c.notices)
         info = {"path": onnx_path, "opset": c.opset, "checker": "passed", "nodes": c.nodes}
         if c.check is not None:
-            info.update({k: c.check[k] for k in ("provider", "batches", "worst_rel", "ok")})
+            info.update({k: c.check[k] for k in ("provider", "batches", "worst_rel", "ok", "top1_agreement")
+                         if k in c.check})
             if not c.check["ok"]:
                 exit_code = 1
         result["outputs"]["onnx"] = info
@@ -87,6 +88,9 @@ def export(net, weights, onnx_path, opset, static_batch, no_check, torchscript, 
             click.echo(line + ")")
             if kind == "onnx" and "provider" in info:
                 verdict = "ok" if info["ok"] else f"FAILED (over {c.check['rtol']:g})"
+                if "top1_agreement" in info:
+                    verdict = (f"(reduced precision), top-1 agreement {100 * info['top1_agreement']:.1f}% "
+                               + ("ok" if info["ok"] else f"FAILED (under {100 * c.check['min_top1']:.0f}%)"))
                 click.echo(f"onnxruntime check ({info['provider']}, batch {', '.join(map(str, info['batches']))}): "
                            f"worst relative error {info['worst_rel']:.3e} {verdict}")
     if exit_code:
