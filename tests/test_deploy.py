@@ -235,6 +235,14 @@ layer { name: "reindex" type: "BatchReindex" bottom: "data" bottom: "row_index" 
 layer { name: "filter" type: "Filter" bottom: "data" bottom: "row_index" top: "filtered" }
 layer { name: "h5out" type: "HDF5Output" bottom: "data" bottom: "ids" hdf5_output_param { file_name: "out.h5" } }
 layer { name: "silence" type: "Silence" bottom: "copy2" bottom: "e2" }
+layer { name: "seq" type: "Input" top: "cont" top: "c_prev" top: "gates" top: "cont1" top: "x_static"
+        input_param { shape { dim: 2 dim: 4 } shape { dim: 1 dim: 4 dim: 3 } shape { dim: 1 dim: 4 dim: 12 }
+        shape { dim: 1 dim: 4 } shape { dim: 4 dim: 6 } } }
+layer { name: "lstm" type: "LSTM" bottom: "data" bottom: "cont" top: "lstm"
+        recurrent_param { num_output: 3 weight_filler { type: "uniform" min: -0.1 max: 0.1 } } }
+layer { name: "rnn" type: "RNN" bottom: "data" bottom: "cont" bottom: "x_static" top: "rnn"
+        recurrent_param { num_output: 2 expose_hidden: false bias_filler { type: "constant" value: 0.5 } } }
+layer { name: "lstm_unit" type: "LSTMUnit" bottom: "c_prev" bottom: "gates" bottom: "cont1" top: "c_t" top: "h_t" }
 """
 
 

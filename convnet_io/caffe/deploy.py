@@ -32,6 +32,7 @@ from google.protobuf import text_format
 from convnet_io.caffe.deploy_bvlc import bvlc_writers, write_spatial
 from convnet_io.caffe.deploy_detection import detection_writers
 from convnet_io.caffe.deploy_forks import fork_writers
+from convnet_io.caffe.deploy_recurrent import recurrent_writers
 from convnet_io.caffe.proto import caffe_pb2
 from convnet_io.errors import ConvnetError, LayerError
 from convnet_io.graph import Filler, Graph, Node
@@ -395,6 +396,7 @@ WRITERS: dict[str, Callable[[Any, Any, Node, Graph], None]] = {
 WRITERS.update(fork_writers(_put, _put_always, _convolution))  # segmentation, two-stage, YOLO forks
 WRITERS.update(detection_writers(_put, _put_always, _filler))  # SSD's layers
 WRITERS.update(bvlc_writers(_put, _put_always))  # SPP, Im2col, BatchReindex, Filter, HDF5Output
+WRITERS.update(recurrent_writers(_put, _put_always, _filler))  # RNN, LSTM, LSTMUnit
 
 
 # -- the net ------------------------------------------------------------------------------------------
