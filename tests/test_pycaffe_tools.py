@@ -387,3 +387,16 @@ def test_net_stages_and_level(tmp_path):
     assert caffe.Net(path, caffe.TEST, stages=["deploy"])._layer_names == ["data", "deploy_only"]
     assert caffe.Net(path, caffe.TEST, level=2)._layer_names == ["data", "level2"]
     assert caffe.Net(path, caffe.TEST).outputs == ["data"]
+
+
+def test_globals_say_what_is_not_supported():
+    timer = caffe.Timer()
+    timer.start()
+    timer.stop()
+    assert timer.ms >= 0 and caffe.has_nccl() is False and caffe.solver_count() == 1
+    with pytest.raises(NotImplementedError, match="convnet train --nproc"):
+        caffe.NCCL(None, None)
+    with pytest.warns(UserWarning, match="runs nets on the CPU"):
+        caffe.set_mode_gpu()
+    caffe.set_mode_cpu()
+    assert "Convolution" in caffe.layer_type_list() and caffe.__version__ == "1.0.0"

@@ -86,3 +86,55 @@ class Layer:
 
     def backward(self, top, propagate_down, bottom) -> None:
         pass
+
+
+def set_solver_count(count: int) -> None:
+    if int(count) != 1:
+        raise NotImplementedError("caffe.set_solver_count: convnet's pycaffe solves in one process; "
+                                  "train on several with `convnet train --nproc N`")
+
+
+def set_solver_rank(rank: int) -> None:
+    if int(rank) != 0:
+        raise NotImplementedError("caffe.set_solver_rank: convnet's pycaffe solves in one process")
+
+
+def set_multiprocess(multiprocess: bool) -> None:
+    if multiprocess:
+        raise NotImplementedError("caffe.set_multiprocess: use `convnet train --nproc N`")
+
+
+def has_nccl() -> bool:
+    return False
+
+
+class NCCL:
+    """pycaffe's multi-GPU gradient exchange: not on convnet (``convnet train --nproc N``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        raise NotImplementedError("caffe.NCCL is not supported on convnet's pycaffe: train on several "
+                                  "processes or GPUs with `convnet train --nproc N`")
+
+
+class Timer:
+    """Caffe's Timer: ``start()``, ``stop()``, ``ms`` (milliseconds between them)."""
+
+    def __init__(self):
+        self._start: float | None = None
+        self._ms = 0.0
+
+    def start(self) -> None:
+        import time
+
+        self._start = time.perf_counter()
+
+    def stop(self) -> None:
+        import time
+
+        if self._start is not None:
+            self._ms = (time.perf_counter() - self._start) * 1000.0
+            self._start = None
+
+    @property
+    def ms(self) -> float:
+        return self._ms
