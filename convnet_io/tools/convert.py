@@ -40,7 +40,8 @@ def convert_to_onnx(net: str | Path, path: str | Path, weights: str | Path | Non
     """Write NET's ONNX model to ``path``; with ``check``, validate it in ONNX Runtime against the
     PyTorch module at batch 1 and 7 (the definition's batch with ``static_batch``). ``precision``
     int8 quantizes the model with ONNX Runtime's static quantizer on ``calibration`` inputs (the
-    check then measures what that costs, against a looser default tolerance)."""
+    check then runs on those inputs and passes when the top classes agree with the fp32 module on
+    at least 99 % of them)."""
     from convnet_io.errors import ConvnetError
     from convnet_io.tools.precision import check_precision
 
@@ -82,7 +83,10 @@ def convert_to_onnx(net: str | Path, path: str | Path, weights: str | Path | Non
         min_top1 = None
         if check_inputs is not None:  # int8: judged by top-1 agreement on the inputs it was calibrated for
             n = min(len(next(iter(check_inputs.values()))), INT8_CHECK_INPUTS)
-            batches = (1, n - 1) if n > 1 else (1,)
+            if static_batch and n < batches[0]:
+                raise ConvnetError(f"--static-batch {batches[0]} needs at least {batches[0]} calibration inputs, "
+                                   f"not {n}")
+            batches = batches if static_batch else ((1, n - 1) if n > 1 else (1,))
             min_top1 = INT8_MIN_TOP1
         result.check = validate_file(graph, blobs, path, batches, rtol=rtol, device=device, inputs=check_inputs,
                                      min_top1=min_top1)
