@@ -76,3 +76,22 @@ def test_non_utf8_prototxt_reports_line_and_column(tmp_path):
         read_net(p)
     assert (e.value.line, e.value.column) == (2, 18), str(e.value)
     assert str(e.value).startswith(f"{p}:2:18: not UTF-8")
+
+
+# Cases `make fuzz` found (target, seed, case): each stays fixed.
+FOUND = [
+    ("image", 0, 1237),  # a 9 x 57046 JPEG header: the resize held 256 x 57046 float64 (4 s, 1.2 GB)
+    ("image", 0, 2880),  # 9 x 47628, the same
+    ("image", 0, 3030),  # a 9 x 60684 GIF, the same
+]
+
+
+@pytest.mark.parametrize("name, seed, case", FOUND)
+def test_cases_found_by_fuzzing_stay_fixed(name, seed, case):
+    import time
+
+    target = fuzzing.TARGETS_BY_NAME[name]
+    data = fuzzing.case_input(target, seed, case)
+    t0 = time.process_time()
+    assert fuzzing.check_case(target, data) is None
+    assert time.process_time() - t0 < 1.0
