@@ -12,11 +12,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Which convnet_io packages each package may import (besides itself). "errors" and "atomic" are the
 # foundations every package may use.
-FOUNDATIONS = {"errors", "atomic", "version", "limits", "terminal", "paths"}
+FOUNDATIONS = {"errors", "atomic", "version", "limits", "terminal", "paths", "protowire"}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "atomic": {"errors"},
     "version": set(),
+    "protowire": set(),
     "limits": {"errors"},
     "terminal": set(),
     "paths": {"errors"},

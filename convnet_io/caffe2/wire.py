@@ -14,6 +14,7 @@ from google.protobuf.message import DecodeError
 
 from convnet_io.caffe2.proto import caffe2_pb2
 from convnet_io.errors import ConvnetError
+from convnet_io.protowire import encode_varint
 
 _LARGE = 1 << 14  # ops smaller than this go through protobuf whole
 _FLOATS = 5  # Argument.floats
@@ -33,17 +34,6 @@ def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
             return result, pos
         shift += 7
 
-
-def _encode_varint(v: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = v & 0x7F
-        v >>= 7
-        if v:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
 
 
 def _fields(buf: memoryview, pos: int, end: int):
@@ -125,9 +115,9 @@ def read_netdef_with_arrays(data: bytes, path: str) -> tuple[caffe2_pb2.NetDef, 
                     if values is not None:
                         name = caffe2_pb2.Argument.FromString(rest).name
                         arrays.setdefault(index, {})[name] = values
-                    op_bytes.append(bytes([(_ARG << 3) | 2]) + _encode_varint(len(rest)) + rest)
+                    op_bytes.append(bytes([(_ARG << 3) | 2]) + encode_varint(len(rest)) + rest)
                 body = b"".join(op_bytes)
-                light.append(bytes([(_OP << 3) | 2]) + _encode_varint(len(body)) + body)
+                light.append(bytes([(_OP << 3) | 2]) + encode_varint(len(body)) + body)
             index += 1
         net = caffe2_pb2.NetDef.FromString(b"".join(light))
     except (ValueError, IndexError, DecodeError) as e:
@@ -144,8 +134,8 @@ def encode_op(op: caffe2_pb2.OperatorDef, values: dict[str, np.ndarray] | None =
     for name, arr in (values or {}).items():
         data = np.ascontiguousarray(arr, dtype="<f4").reshape(-1)
         head = caffe2_pb2.Argument(name=name).SerializeToString()
-        head += bytes([(_FLOATS << 3) | 2]) + _encode_varint(data.nbytes)
-        parts.append(bytes([(_ARG << 3) | 2]) + _encode_varint(len(head) + data.nbytes) + head)
+        head += bytes([(_FLOATS << 3) | 2]) + encode_varint(data.nbytes)
+        parts.append(bytes([(_ARG << 3) | 2]) + encode_varint(len(head) + data.nbytes) + head)
         parts.append(memoryview(data).cast("B"))
     body_len = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
-    return [bytes([(_OP << 3) | 2]) + _encode_varint(body_len), *parts]
+    return [bytes([(_OP << 3) | 2]) + encode_varint(body_len), *parts]

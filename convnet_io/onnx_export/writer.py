@@ -22,13 +22,13 @@ from onnx import helper
 
 from convnet_io.atomic import atomic_output
 from convnet_io.errors import ConvnetError
+from convnet_io.protowire import len_prefix
 from convnet_io.graph import Graph
 from convnet_io.onnx_export.context import FLOAT
 from convnet_io.onnx_export.exporter import DEFAULT_OPSET, build_model
 
 # Field numbers of onnx.proto3 the weight records are made of.
 _MODEL_GRAPH, _GRAPH_INITIALIZER, _TENSOR_RAW_DATA = 7, 5, 9
-_LEN = 2  # wire type of length-delimited fields
 _LE_F32 = np.dtype("<f4")  # ONNX raw_data is little-endian
 
 
@@ -41,31 +41,15 @@ class WrittenModel:
     model: onnx.ModelProto  # the model without the streamed initialisers (for inspection)
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _len_prefix(field: int, size: int) -> bytes:
-    return _varint(field << 3 | _LEN) + _varint(size)
-
-
 def _weight_record_head(name: str, array: np.ndarray) -> bytes:
     """``ModelProto{graph{initializer{dims, data_type, name, raw_data: <prefix only>}}}``: the
     tensor's small fields serialised by protobuf, then the length prefixes that enclose the data."""
     small = onnx.TensorProto(name=name, dims=list(array.shape), data_type=FLOAT).SerializeToString()
     nbytes = array.size * 4
-    raw = _len_prefix(_TENSOR_RAW_DATA, nbytes)
+    raw = len_prefix(_TENSOR_RAW_DATA, nbytes)
     tensor_size = len(small) + len(raw) + nbytes
-    init = _len_prefix(_GRAPH_INITIALIZER, tensor_size)
-    return _len_prefix(_MODEL_GRAPH, len(init) + tensor_size) + init + small + raw
+    init = len_prefix(_GRAPH_INITIALIZER, tensor_size)
+    return len_prefix(_MODEL_GRAPH, len(init) + tensor_size) + init + small + raw
 
 
 def check_model_with_weights(model: onnx.ModelProto, weights: list[tuple[str, np.ndarray]]) -> None:

@@ -160,24 +160,3 @@ def _int32(value: int) -> int:
 # ---------------------------------------------------------------------------
 # wire-format writing
 # ---------------------------------------------------------------------------
-
-
-def _enc_varint(value: int) -> bytes:
-    if value < 0x80:
-        return bytes((value,))
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _enc_key(number: int, wt: int) -> bytes:
-    return _enc_varint((number << 3) | wt)
-
-
-def _enc_len_field(number: int, payload: bytes) -> bytes:
-    return _enc_key(number, _LEN) + _enc_varint(len(payload)) + payload
-
-

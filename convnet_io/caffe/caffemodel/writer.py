@@ -21,11 +21,9 @@ from convnet_io.caffe.caffemodel.wire import (
     _V2_BLOBS,
     _V2_NAME,
     _V2_TYPE,
-    _enc_key,
-    _enc_len_field,
-    _enc_varint,
 )
 from convnet_io.errors import ConvnetError
+from convnet_io.protowire import encode_key, encode_varint, len_field
 
 
 def _as_blob(blob: object, where: str) -> np.ndarray:
@@ -44,10 +42,10 @@ class _EncodedBlob:
         self.array = array
         n = array.size
         # Field order as protobuf serializes: data (5), then shape (7).
-        self.head = _enc_key(_BLOB_DATA, _LEN) + _enc_varint(4 * n) if n else b""
-        dims = b"".join(_enc_varint(d) for d in array.shape)
-        shape_msg = _enc_len_field(_SHAPE_DIM, dims) if dims else b""
-        self.tail = _enc_len_field(_BLOB_SHAPE, shape_msg)
+        self.head = encode_key(_BLOB_DATA, _LEN) + encode_varint(4 * n) if n else b""
+        dims = b"".join(encode_varint(d) for d in array.shape)
+        shape_msg = len_field(_SHAPE_DIM, dims) if dims else b""
+        self.tail = len_field(_BLOB_SHAPE, shape_msg)
         self.size = len(self.head) + 4 * n + len(self.tail)
 
     def write(self, f) -> None:
@@ -110,23 +108,23 @@ def write_caffemodel(path: str | os.PathLike, layers: Iterable[LayerBlobs],
         if blobs is None or isinstance(blobs, (str, bytes)):
             raise ConvnetError(f"{where}: blobs must be a list of arrays")
         items = [_EncodedBlob(_as_blob(b, f"{where} blob {j}")) for j, b in enumerate(blobs)]
-        head = (_enc_len_field(_V2_NAME, name.encode("utf-8", "surrogateescape"))
-                + _enc_len_field(_V2_TYPE, ltype.encode("utf-8", "surrogateescape")))
+        head = (len_field(_V2_NAME, name.encode("utf-8", "surrogateescape"))
+                + len_field(_V2_TYPE, ltype.encode("utf-8", "surrogateescape")))
         encoded.append((head, items))
     if not encoded:
         raise ConvnetError(f"{path}: no layers to write")
 
     def body(f) -> None:
         if net_name:
-            f.write(_enc_len_field(1, net_name.encode("utf-8", "surrogateescape")))
-        layer_key = _enc_key(_NET_LAYER, _LEN)
-        blob_key = _enc_key(_V2_BLOBS, _LEN)
+            f.write(len_field(1, net_name.encode("utf-8", "surrogateescape")))
+        layer_key = encode_key(_NET_LAYER, _LEN)
+        blob_key = encode_key(_V2_BLOBS, _LEN)
         for head, items in encoded:
-            size = len(head) + sum(len(blob_key) + len(_enc_varint(b.size)) + b.size
+            size = len(head) + sum(len(blob_key) + len(encode_varint(b.size)) + b.size
                                    for b in items)
-            f.write(layer_key + _enc_varint(size) + head)
+            f.write(layer_key + encode_varint(size) + head)
             for b in items:
-                f.write(blob_key + _enc_varint(b.size))
+                f.write(blob_key + encode_varint(b.size))
                 b.write(f)
 
     _write_atomic(path, body)
