@@ -405,14 +405,27 @@ class Hang(Exception):
 
 
 _case_cpu = [0.0]
+_armed = [False]  # a case is running: only then may a timer signal raise (or re-arm)
+
+
+def _disarm() -> None:
+    _armed[0] = False
+    signal.alarm(0)
+    signal.setitimer(signal.ITIMER_PROF, 0)
 
 
 def _alarm(signum, frame):
+    # A signal handled after the case ended must do nothing: re-arming the alarm then would leave
+    # one pending with its default action (terminate) once the handlers are restored.
+    if not _armed[0]:
+        return
     if signum == signal.SIGPROF:
+        _disarm()
         raise Hang(f"over {HANG_S} s of CPU")
     if time.process_time() - _case_cpu[0] > 1.0:  # computing, only slowly on a busy machine:
         signal.alarm(12 * HANG_S)                  # the CPU timer judges it
         return
+    _disarm()
     raise Hang(f"blocked over {12 * HANG_S} s")
 
 
@@ -448,9 +461,10 @@ def check_case(target: Target, data: bytes) -> tuple[str, str] | None:
     # A hang is HANG_S of CPU time (the machine may be shared: wall time says little), or a case
     # blocked for a dozen times that long.
     old = signal.signal(signal.SIGALRM, _alarm), signal.signal(signal.SIGPROF, _alarm)
+    _case_cpu[0] = time.process_time()
+    _armed[0] = True
     signal.setitimer(signal.ITIMER_PROF, HANG_S)
     signal.alarm(12 * HANG_S)
-    _case_cpu[0] = time.process_time()
     try:
         target.run(data)
     except ConvnetError:
@@ -463,8 +477,7 @@ def check_case(target: Target, data: bytes) -> tuple[str, str] | None:
                      "?")
         return type(e).__name__, f"{where}: {e}"[:300]
     finally:
-        signal.alarm(0)
-        signal.setitimer(signal.ITIMER_PROF, 0)
+        _disarm()
         signal.signal(signal.SIGALRM, old[0])
         signal.signal(signal.SIGPROF, old[1])
     return None
