@@ -15,7 +15,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from convnet_io.errors import ConvnetError
-from convnet_io.tools.prefetch import default_workers, expand_folders, prepared_files
+from convnet_io.tools.prefetch import Prefetcher, default_workers, expand_folders
 from convnet_io.tools.preprocess import (
     CAFFE_IMAGE_DIMS,
     RAW_SCALE,
@@ -74,8 +74,8 @@ def load_labels(path: str | os.PathLike) -> list[str]:
 
 
 def data_input(net) -> tuple[str, tuple[int, int, int]]:
-    """The net's image input: its value id and ``(channels, height, width)``."""
-    graph = net.graph
+    """The net's (or graph's) image input: its value id and ``(channels, height, width)``."""
+    graph = getattr(net, "graph", net)
     images = [v for v in graph.inputs if len(graph.shapes[v]) == 4]
     if len(images) != 1:
         found = ", ".join(f"{graph.blob_of.get(v, v)} {list(graph.shapes[v])}" for v in graph.inputs)
@@ -92,7 +92,7 @@ def probability_output(net) -> tuple[str, bool, int]:
     metrics are set aside, so a train_val net classifies with the scores that feed its loss."""
     from convnet_io.graph import inference_view
 
-    graph = inference_view(net.graph)
+    graph = inference_view(getattr(net, "graph", net))
     candidates = []
     for v in graph.outputs:
         shape = graph.shapes[v]
@@ -120,38 +120,100 @@ def top_predictions(probs: np.ndarray, k: int, labels: Sequence[str] | None = No
     return [Prediction(int(i), labels[i] if labels is not None else None, float(probs[i])) for i in order]
 
 
-def iter_classify(net, images: Sequence, mean=None, oversample: bool = False, top_k: int = 5,
-                  batch_size: int = 16, labels: Sequence[str] | None = None, progress: bool = False,
-                  skip_errors: bool = False, image_dims: Sequence[int] = CAFFE_IMAGE_DIMS,
-                  raw_scale: float | None = RAW_SCALE,
-                  channel_swap: Sequence[int] | None = None, workers: int | None = None) -> Iterator[Classification]:
-    """:func:`classify` as a generator: yields each image's result, in order, batch by batch. Folders
-    among ``images`` stand for the image files in them; files are decoded and preprocessed in
-    ``workers`` processes (None: the cores but one, when there is more than a batch) ahead of the net."""
-    if batch_size < 1:
-        raise ConvnetError(f"batch size must be at least 1, not {batch_size}")
-    if top_k < 1:
-        raise ConvnetError(f"top-k must be at least 1, not {top_k}")
-    input_id, (channels, h, w) = data_input(net)
-    out_name, is_softmax, num_classes = probability_output(net)
-    if labels is not None:
-        labels = list(labels)
-        if len(labels) != num_classes:
-            raise ConvnetError(f"{len(labels)} labels for {num_classes} classes: the labels file does not fit "
-                               f"the net's output '{out_name}'")
+def _file_settings(net, mean, oversample: bool, image_dims, raw_scale, channel_swap, batch_size: int) -> dict:
+    """What ``prepare_file`` needs to turn a file into the net's input (see :mod:`.prefetch`)."""
+    _, (channels, h, w) = data_input(net)
     if isinstance(mean, (str, os.PathLike)):
         mean = load_mean(mean)
     mean_arr = None if mean is None else prepare_mean(mean, (h, w), channels)
     if channel_swap is None and channels == 3:
         channel_swap = RGB_TO_BGR
-    crops_per_image = 10 if oversample else 1
+    return {"channels": channels, "crop": (h, w), "mean": mean_arr, "oversample": bool(oversample),
+            "image_dims": tuple(int(d) for d in image_dims), "raw_scale": raw_scale,
+            "channel_swap": None if channel_swap is None else tuple(int(c) for c in channel_swap),
+            "batch_size": int(batch_size)}
+
+
+def _same_settings(a: dict, b: dict) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for k in a:
+        if isinstance(a[k], np.ndarray) or isinstance(b[k], np.ndarray):
+            if a[k] is None or b[k] is None or not np.array_equal(a[k], b[k]):
+                return False
+        elif a[k] != b[k]:
+            return False
+    return True
+
+
+def _same_files(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(isinstance(x, (str, os.PathLike)) and isinstance(y, (str, os.PathLike))
+                                    and str(x) == str(y) for x, y in zip(a, b))
+
+
+@dataclass
+class Prefetched:
+    """Image files being decoded for a net that may still be loading (see :func:`start_prefetch`)."""
+
+    images: list
+    settings: dict
+    files: Prefetcher
+
+    def close(self) -> None:
+        self.files.close()
+
+
+def start_prefetch(net, images: Sequence, mean=None, oversample: bool = False, batch_size: int = 16,
+                   image_dims: Sequence[int] = CAFFE_IMAGE_DIMS, raw_scale: float | None = RAW_SCALE,
+                   channel_swap: Sequence[int] | None = None, workers: int | None = None) -> Prefetched:
+    """Start decoding and preprocessing the image files among ``images`` for ``net`` — a loaded
+    net or only its graph (``convnet_io.api.load_graph``), so that decoding runs while the weights
+    load and the engine compiles. Pass the result to :func:`iter_classify` as ``prefetched``
+    with the same arguments; close it if it is not used."""
+    settings = _file_settings(net, mean, oversample, image_dims, raw_scale, channel_swap, batch_size)
     images = expand_folders(images)
-    settings = {"channels": channels, "crop": (h, w), "mean": mean_arr, "oversample": oversample,
-                "image_dims": tuple(image_dims), "raw_scale": raw_scale, "channel_swap": channel_swap,
-                "batch_size": batch_size}
     paths = [str(i) for i in images if isinstance(i, (str, os.PathLike))]
-    # files are decoded and preprocessed ahead in worker processes while the net runs
-    from_files = prepared_files(paths, settings, default_workers(len(paths), batch_size) if workers is None else workers)
+    n_workers = default_workers(len(paths), batch_size) if workers is None else workers
+    return Prefetched(images, settings, Prefetcher(paths, settings, n_workers))
+
+
+def iter_classify(net, images: Sequence, mean=None, oversample: bool = False, top_k: int = 5,
+                  batch_size: int = 16, labels: Sequence[str] | None = None, progress: bool = False,
+                  skip_errors: bool = False, image_dims: Sequence[int] = CAFFE_IMAGE_DIMS,
+                  raw_scale: float | None = RAW_SCALE,
+                  channel_swap: Sequence[int] | None = None, workers: int | None = None,
+                  prefetched: Prefetched | None = None) -> Iterator[Classification]:
+    """:func:`classify` as a generator: yields each image's result, in order, batch by batch. Folders
+    among ``images`` stand for the image files in them; files are decoded and preprocessed in
+    ``workers`` threads (None: one per four cores, at least one) ahead of the net, or taken from
+    ``prefetched`` (:func:`start_prefetch`, started with the same arguments)."""
+    if batch_size < 1:
+        raise ConvnetError(f"batch size must be at least 1, not {batch_size}")
+    if top_k < 1:
+        raise ConvnetError(f"top-k must be at least 1, not {top_k}")
+    try:
+        input_id, (channels, h, w) = data_input(net)
+        out_name, is_softmax, num_classes = probability_output(net)
+        if labels is not None:
+            labels = list(labels)
+            if len(labels) != num_classes:
+                raise ConvnetError(f"{len(labels)} labels for {num_classes} classes: the labels file does not fit "
+                                   f"the net's output '{out_name}'")
+        settings = _file_settings(net, mean, oversample, image_dims, raw_scale, channel_swap, batch_size)
+        images = expand_folders(images)
+    except BaseException:
+        if prefetched is not None:
+            prefetched.close()
+        raise
+    mean_arr, channel_swap = settings["mean"], settings["channel_swap"]
+    crops_per_image = 10 if oversample else 1
+    paths = [str(i) for i in images if isinstance(i, (str, os.PathLike))]
+    if prefetched is not None and _same_files(prefetched.images, images) and _same_settings(prefetched.settings, settings):
+        from_files = prefetched.files
+    else:  # nothing prefetched, or for other images or settings: start here
+        if prefetched is not None:
+            prefetched.close()
+        from_files = Prefetcher(paths, settings, default_workers(len(paths), batch_size) if workers is None else workers)
 
     def entries():
         for n, item in enumerate(images):

