@@ -9,19 +9,20 @@ text with ``text_format`` as before, so the result and every error message stay 
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from collections.abc import Iterator
+from itertools import chain, groupby, islice, repeat
 from typing import Any
 
 from google.protobuf import text_encoding
 from google.protobuf.descriptor import FieldDescriptor as FD
 
-_TOKEN = re.compile(r'[ \t\r\n\f\v]*(?:#[^\n]*\n?[ \t\r\n\f\v]*)*'
-                    # strings as "unrolled loops": a run of plain characters is one step for the
-                    # regex engine, so a 50 MB name costs no per-character backtracking state
-                    r'("[^"\\\n]*(?:\\.[^"\\\n]*)*"|\'[^\'\\\n]*(?:\\.[^\'\\\n]*)*\'|[A-Za-z_]\w*'
-                    r'|-?[0-9.][\w.+-]*|[{}:,;])')
-_REST = re.compile(r'[ \t\r\n\f\v]*(?:#[^\n]*\n?[ \t\r\n\f\v]*)*')
+_BLANK = r'[ \t\r\n\f\v]*+(?:#[^\n]*+\n?[ \t\r\n\f\v]*+)*+'
+# strings as "unrolled loops": a run of plain characters is one step for the regex engine, so a
+# 50 MB name costs no per-character backtracking state
+_TOKEN_BODY = (r'(?P<tok>"[^"\\\n]*(?:\\.[^"\\\n]*)*"|\'[^\'\\\n]*(?:\\.[^\'\\\n]*)*\'|[A-Za-z_]\w*'
+               r'|-?[0-9.][\w.+-]*|[{}:,;])')
 _INT = re.compile(r"-?(?:0|[1-9][0-9]*)")
 _FLOAT = re.compile(r"-?(?:[1-9][0-9]*|0)?(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?")
 
@@ -107,20 +108,121 @@ def _value(kind: str, enum, tok: str):
 def parse_fast(text: str, message: Any) -> Any | None:
     """Fill ``message`` from ``text`` when it is in the plain subset; None to ask for the full
     parser (``message`` may then be partly filled: the caller starts from a fresh one)."""
-    # finditer skips what the pattern does not match: the tokens and the blanks between them must
-    # account for the whole text, else something unusual is there.
-    if not _REST.fullmatch(_TOKEN.sub("", text)):
-        return None
+    plain = message.DESCRIPTOR.full_name == "caffe.NetParameter"
+    ascii_ = text.isascii()
+    # an ASCII text is scanned as bytes: the names come out ready for the wire format
+    data = text.encode("ascii") if ascii_ and plain else text
+    scan = (_SCAN_BYTES if isinstance(data, bytes) else _SCAN_STR) if plain else _SCAN_TOKENS
+    # finditer skips what the pattern does not match; here every position matches (junk is one
+    # character, the end of the text is a match), so nothing is ever skipped unseen
     try:
-        # tokens are streamed, never held in one list (10 million of them for a 700k-layer net)
-        _fill(map(_group, _TOKEN.finditer(text)), message)
+        _parse(scan.finditer(data), message, isinstance(data, bytes))
     except (_Fallback, ValueError, TypeError, IndexError, AttributeError, UnicodeDecodeError):
         return None
     return message
 
 
-def _group(m: re.Match) -> str:
-    return m[1]
+def _parse(matches: Iterator[re.Match], root: Any, as_bytes: bool) -> None:
+    """Matches come in runs: plain layers (wire bytes, parsed by upb in C) and the tokens of
+    everything else (filled field by field). Runs are taken in file order, so layers keep it."""
+    tokens: list[str] = []
+    while True:
+        batch = list(islice(matches, _BATCH))
+        if not batch:
+            break
+        kinds = list(map(_KIND, batch))
+        start = 0
+        # runs of one kind (plain layers of both forms count as one kind)
+        for kind, run in groupby(map(_RUN.__getitem__, kinds)):
+            end = start + len(list(run))
+            if kind == "tok":
+                tokens.extend(map(_TOK, batch[start:end]))
+            elif kind == "junk":
+                raise _Fallback  # something the scanner does not know: protobuf's parser decides
+            elif kind == "plain":
+                if tokens:  # the fields before these layers, in order
+                    _fill(iter([t.decode() for t in tokens] if as_bytes else tokens), root)
+                    tokens = []
+                root.MergeFromString(_plain_layers(batch[start:end], kinds[start:end], as_bytes))
+            start = end
+    if tokens:
+        _fill(iter([t.decode() for t in tokens] if as_bytes else tokens), root)
+
+
+def _plain_layers(matches: list[re.Match], kinds: list[str], as_bytes: bool) -> bytes:
+    """The wire bytes of NetParameter.layer entries holding only name, type, bottom and top."""
+    if all(k == "p4" for k in kinds):
+        # the common form (name, type, one bottom, one top), encoded by C loops: no Python per layer
+        groups = list(zip(*map(_GROUPS4, matches)))
+        if not as_bytes:
+            groups = [list(map(str.encode, g)) for g in groups]
+        lengths = [list(map(len, g)) for g in groups]
+        if max(map(max, lengths)) < 0x80:  # every length is one varint byte
+            body = list(map((8).__add__, map(sum, zip(*lengths))))  # + 4 tags and 4 lengths
+            fields = zip(repeat(_LAYER_TAG), map(_varint, body),
+                         repeat(b"\n"), map(_varint, lengths[0]), groups[0],
+                         repeat(b"\x12"), map(_varint, lengths[1]), groups[1],
+                         repeat(b"\x1a"), map(_varint, lengths[2]), groups[2],
+                         repeat(b"\x22"), map(_varint, lengths[3]), groups[3])
+            return b"".join(chain.from_iterable(fields))
+    return b"".join(map(_plain_layer, matches, repeat(as_bytes)))
+
+
+def _plain_layer(m: re.Match, as_bytes: bool) -> bytes:
+    if m.lastgroup == "p4":
+        fields = zip(_TAGS4, m.group(1, 2, 3, 4))
+    else:
+        name, type_, io = m.group(5, 6, 7)
+        fields = [(b"\n", name), (b"\x12", type_)]
+        fields += [(_IO_TAG[f], v) for f, v in (_IO_BYTES if as_bytes else _IO_STR).findall(io)]
+    body = b""
+    for tag, v in fields:
+        if v is not None:
+            if not as_bytes:
+                v = v.encode()
+            body += tag + _varint(len(v)) + v
+    return _LAYER_TAG + _varint(len(body)) + body
+
+
+@functools.cache
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _scanner(kind: type) -> re.Pattern:
+    """One pattern for the whole text, tried at every token: a plain layer (in two forms), else
+    one token, else one character nothing else takes (junk). A plain layer can only start where a
+    token would, so one is never found inside a string or a comment."""
+    w = r"[ \t\r\n\f\v]*+"
+    s = r'"([^"\\\n]*+)"'
+    head = rf"layer{w}:?{w}\{{{w}"
+    plain4 = (rf"{head}name{w}:{w}{s}{w}type{w}:{w}{s}{w}bottom{w}:{w}{s}{w}"
+              rf'top{w}:{w}"(?P<p4>[^"\\\n]*+)"{w}\}}')
+    io = rf'(?:(?:bottom|top){w}:{w}"[^"\\\n]*+"{w})*+'
+    plain = rf"{head}(?:name{w}:{w}{s}{w})?(?:type{w}:{w}{s}{w})?(?P<pn>{io})\}}"
+    pattern = rf"{_BLANK}(?:{plain4}|{plain}|{_TOKEN_BODY}|{_END})"
+    return re.compile(pattern.encode() if kind is bytes else pattern)
+
+
+_END = r"(?P<end>\Z)|(?s:(?P<junk>.))"
+_SCAN_STR = _scanner(str)
+_SCAN_BYTES = _scanner(bytes)
+_SCAN_TOKENS = re.compile(rf"{_BLANK}(?:{_TOKEN_BODY}|{_END})")
+_BATCH = 1 << 16  # matches taken at a time: the encoded layers of one batch are parsed together
+_KIND = operator.attrgetter("lastgroup")
+_TOK = operator.itemgetter("tok")
+_GROUPS4 = operator.methodcaller("group", 1, 2, 3, 4)
+_RUN = {"p4": "plain", "pn": "plain", "tok": "tok", "end": "end", "junk": "junk"}
+_LAYER_TAG = b"\xa2\x06"  # NetParameter.layer: field 100, length-delimited
+_TAGS4 = (b"\n", b"\x12", b"\x1a", b"\x22")  # LayerParameter name 1, type 2, bottom 3, top 4
+_IO_STR = re.compile(r'(bottom|top)[ \t\r\n\f\v]*:[ \t\r\n\f\v]*"([^"\\\n]*)"')
+_IO_BYTES = re.compile(_IO_STR.pattern.encode())
+_IO_TAG = {"bottom": b"\x1a", "top": b"\x22", b"bottom": b"\x1a", b"top": b"\x22"}
 
 
 def _fill(tokens: Iterator[str], root: Any) -> None:
