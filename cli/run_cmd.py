@@ -47,6 +47,21 @@ def _detect(net, images, mean, labels, threshold, scale, draw_to, as_json):
         sys.exit(2)
 
 
+def _start_decoding(net, images, mean, oversample, batch_size, workers):
+    """Start decoding the image files from the net's graph alone, so that they decode while the
+    weights load and the engine compiles; None where that cannot start (the load reports why)."""
+    if len(images) < 2:
+        return None
+    from convnet_io.api import load_graph
+    from convnet_io.tools.classify import start_prefetch
+
+    try:
+        return start_prefetch(load_graph(net), images, mean=mean, oversample=oversample, batch_size=batch_size,
+                              workers=workers)
+    except Exception:  # noqa: BLE001 - the net's own load below gives the error in its words
+        return None
+
+
 @click.command("run")
 @click.argument("net", required=False, type=click.Path())
 @click.argument("images", nargs=-1, metavar="IMAGE...")
@@ -71,6 +86,9 @@ def _detect(net, images, mean, labels, threshold, scale, draw_to, as_json):
               help="With --detect: write each image with its boxes to OUT (a folder for several images).")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1),
               help="Images per forward pass (x10 crops with --oversample).")
+@click.option("--workers", default=None, type=click.IntRange(min=0), metavar="N",
+              help="Threads decoding and preprocessing images ahead of the net (0: none; default: one per "
+                   "four cores, at least one).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr for more than a batch of images (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with all results.")
@@ -78,7 +96,8 @@ def _detect(net, images, mean, labels, threshold, scale, draw_to, as_json):
 @precision_option
 @handle_errors
 def run(net, images, weights, mean_file, mean_value, labels_file, oversample, top_k, batch_size, progress, as_json,
-        backend, detect=False, threshold=0.5, input_scale=1.0, draw_to=None, precision="fp32", calibration=None):
+        backend, detect=False, threshold=0.5, input_scale=1.0, draw_to=None, precision="fp32", calibration=None,
+        workers=None):
     """Classify IMAGE files with NET and its --weights: each image is resized to 256x256, centre
     cropped (or cut into 10 crops) to the net's input size, scaled to 0..255 BGR and mean
     subtracted, as Caffe's classify.py does; prints each image's top-k classes."""
@@ -90,7 +109,13 @@ def run(net, images, weights, mean_file, mean_value, labels_file, oversample, to
         raise click.UsageError("give --mean or --mean-value, not both")
     mean = load_mean(mean_file) if mean_file else parse_mean_value(mean_value) if mean_value else None
     labels = load_labels(labels_file) if labels_file else None
-    net_obj = load(net, weights=weights, backend=backend)
+    early = None if detect else _start_decoding(net, list(images), mean, oversample, batch_size, workers)
+    try:
+        net_obj = load(net, weights=weights, backend=backend)
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
     print_notices(net_obj.graph.notices)
     apply_precision(net_obj, precision, calibration)
     if mean is None:
@@ -102,7 +127,8 @@ def run(net, images, weights, mean_file, mean_value, labels_file, oversample, to
 
     done, errors = [], []
     results = iter_classify(net_obj, list(images), mean=mean, oversample=oversample, top_k=top_k,
-                            batch_size=batch_size, labels=labels, progress=progress, skip_errors=True)
+                            batch_size=batch_size, labels=labels, progress=progress, skip_errors=True,
+                            workers=workers, prefetched=early)
     for r in results:
         if not r.ok:
             errors.append({"path": r.path, "error": r.error})
