@@ -217,8 +217,9 @@ def markdown(res: dict[str, Any]) -> str:
         else:
             out.append(f"| {k} | {v['median_s']:.1f} s | {v['images_per_s']:.1f} | {agree} |")
     if "ratio_vs_reference" in res:
-        out += ["", f"convnet vs the faster reference ({res['reference']}): **{res['ratio_vs_reference']:.2f}x** "
-                f"(target 1.5x: {'met' if res['ratio_vs_reference'] >= 1.5 else 'not met'})."]
+        met = "met" if res["ratio_vs_reference"] >= 1.5 else "not met"
+        ratio = res["ratio_vs_reference"]
+        out += ["", f"convnet vs the faster reference ({res['reference']}): **{ratio:.2f}x** (target 1.5x: {met})."]
     if res.get("load_before"):
         out += ["", f"Load average before / after: {res['load_before']} / {res.get('load_after', '?')}."]
     if res.get("notes"):

@@ -5,15 +5,16 @@ a terminal, the resize within 1e-6 of Caffe's bilinear sampling computed in floa
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from convnet_cli.main import cli
 from helpers import input_layer
 from PIL import Image
 
 import convnet_io
-from convnet_cli.main import cli
 from convnet_io.api import load_graph
 from convnet_io.tools import preprocess as pre
 from convnet_io.tools.classify import classify, iter_classify, start_prefetch
@@ -152,7 +153,7 @@ def test_cli_bad_image_one_line_exit_2_others_classified(setup, tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()
     for f in setup["files"][:6]:
-        (folder / f.split("/")[-1]).write_bytes(open(f, "rb").read())
+        (folder / f.split("/")[-1]).write_bytes(Path(f).read_bytes())
     (folder / "img02_broken.jpg").write_bytes(b"not a jpeg")
     result = _run(setup, folder, "--batch-size", "2", "--top-k", "1")
     assert result.exit_code == 2

@@ -137,11 +137,12 @@ def _file_settings(net, mean, oversample: bool, image_dims, raw_scale, channel_s
 def _same_settings(a: dict, b: dict) -> bool:
     if a.keys() != b.keys():
         return False
-    for k in a:
-        if isinstance(a[k], np.ndarray) or isinstance(b[k], np.ndarray):
-            if a[k] is None or b[k] is None or not np.array_equal(a[k], b[k]):
+    for k, va in a.items():
+        vb = b[k]
+        if isinstance(va, np.ndarray) or isinstance(vb, np.ndarray):
+            if va is None or vb is None or not np.array_equal(va, vb):
                 return False
-        elif a[k] != b[k]:
+        elif va != vb:
             return False
     return True
 

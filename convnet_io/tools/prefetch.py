@@ -139,7 +139,7 @@ class Prefetcher:
             if t is not threading.current_thread():
                 t.join()
 
-    def __enter__(self) -> Prefetcher:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
