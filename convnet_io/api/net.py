@@ -158,8 +158,8 @@ class Net:
         return dict(zip(names, session.run(list(names), feed)))
 
     def set_precision(self, precision: str = "fp32", calibration: Any = None) -> None:
-        """Opt-in reduced precision for ``forward`` on the exported engines: ``int8`` runs ONNX
-        Runtime on the export quantized by its static quantizer, activation ranges measured on
+        """Opt-in reduced precision for ``forward`` on the exported engines: ``int8`` runs OpenVINO
+        (else ONNX Runtime) on the export quantized by ONNX Runtime's static quantizer, activation ranges measured on
         ``calibration`` (inputs as ``forward`` takes them); ``bf16`` runs OpenVINO in bfloat16 where
         the CPU computes it natively (AVX512-BF16, AMX). ``fp32`` goes back to Caffe's numbers."""
         from convnet_io.runtimes.precision import check_precision
@@ -213,8 +213,7 @@ class Net:
     def _int8_session(self, model):
         import tempfile
 
-        from convnet_io.runtimes.onnxruntime_session import make_session
-        from convnet_io.runtimes.precision import quantize_int8
+        from convnet_io.runtimes.precision import int8_session, quantize_int8
 
         if len(self._calibration) != 1:
             raise ConvnetError("int8 calibration needs a net with one input")
@@ -223,7 +222,7 @@ class Net:
             fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
             fp32.write_bytes(model.SerializeToString())
             quantize_int8(fp32, int8, name, data)
-            return make_session(int8.read_bytes())
+            return int8_session(int8.read_bytes(), self.graph)  # OpenVINO's int8 kernels where it can
 
     def run_values(self, inputs: Any, values: Iterable[str]) -> dict[str, np.ndarray]:
         """Run the net and return the given value ids (``conv1``, ``conv1:1``) exactly."""

@@ -1,10 +1,24 @@
 """Reduced precision, opt-in: int8 through ONNX Runtime's static quantizer with calibration inputs,
 bf16 only where the CPU computes it natively.
 
-int8: the float32 export is quantized to QDQ form (per-channel int8 weights, int8 activations with
-ranges measured on the calibration inputs: MinMax over every value), so ONNX Runtime runs the
-convolutions and inner products on int8 kernels. The cost in accuracy is the caller's to measure
-(``convnet diff`` on the outputs; the bench's held-out digits accuracy).
+int8: the float32 export is quantized to QDQ form (QuantizeLinear/DequantizeLinear pairs around each
+convolution and inner product), activation ranges measured on the calibration inputs (MinMax):
+
+- activations uint8 (asymmetric: after a ReLU the whole range is used), weights int8 per output
+  channel, symmetric, on 7 bits (``reduce_range``). x86 CPUs without VNNI multiply u8 x s8 with
+  ``vpmaddubsw``, which adds two products into a saturating int16: with 8-bit weights the sum
+  overflows (255 * 127 * 2 > 32767) and ONNX Runtime's kernels return wrong sums (the digits LeNet
+  lost 0.3 points and its largest probability moved by 0.4; with 7 bits none and 0.04).
+- The file is plain ONNX: any runtime reads it. convnet runs it on OpenVINO when installed: its
+  low-precision transformations turn each DequantizeLinear -> Conv -> QuantizeLinear pattern into
+  a u8 convolution on int8 kernels (``jit_avx2_I8`` on AVX2) and keep the rest (LRN) in float32
+  between them. ONNX Runtime's int8 kernels (QLinearConv) were measured on AVX2 without VNNI at
+  about 1.4x its float32 convolutions, and its LRN — half of AlexNet's time in ONNX Runtime —
+  stays float32, so int8 on ONNX Runtime is no faster than float32 there; it is the fallback when
+  OpenVINO is absent or would compute a layer differently from Caffe (``openvino_blocker``).
+
+The cost in accuracy is the caller's to measure (``layer_errors`` per blob; the bench's held-out
+digits accuracy and top-1 agreement).
 
 bf16: x86 CPUs compute bfloat16 natively only with AVX512-BF16 or AMX; elsewhere it is emulated and
 slower than float32, so convnet refuses it there instead of running a slower, less exact model.
@@ -89,10 +103,90 @@ def quantize_int8(model_path: str | Path, out_path: str | Path, input_name: str,
         root.setLevel(logging.ERROR)  # the quantizer logs advice on the root logger
         try:
             quantize_static(str(model_path), str(staged), Reader(chunks), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+                            per_channel=True, reduce_range=True, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, extra_options={"WeightSymmetric": True})
         finally:
             root.setLevel(level)
         from convnet_io.atomic import write_bytes_atomic
 
         write_bytes_atomic(out_path, staged.read_bytes())
+
+
+INT8_ENGINES = ("openvino", "onnxruntime")
+
+
+def int8_engine(graph=None, device: str = "auto") -> str:
+    """The engine convnet runs an int8 model on: OpenVINO (CPU) where it is installed and computes
+    every layer of ``graph`` as Caffe does, else (and for CUDA) ONNX Runtime."""
+    from convnet_io.runtimes.openvino_session import openvino_available, openvino_blocker
+
+    if device != "cuda" and openvino_available() and (graph is None or openvino_blocker(graph) is None):
+        return "openvino"
+    return "onnxruntime"
+
+
+def int8_session(model: bytes | str, graph=None, device: str = "auto", engine: str | None = None):
+    """A session (ONNX Runtime's surface) running the int8 QDQ ``model`` (bytes or path) on
+    ``engine`` (default: ``int8_engine(graph)``)."""
+    engine = engine or int8_engine(graph, device)
+    if engine not in INT8_ENGINES:
+        raise ConvnetError(f"int8 runs on {' or '.join(INT8_ENGINES)}, not {engine!r}")
+    if engine == "openvino":
+        from convnet_io.runtimes.openvino_session import OpenVinoSession
+
+        # f32 is the precision of what is not quantized (LRN, Softmax); the QDQ pairs decide the rest
+        return OpenVinoSession(model, device, precision="f32")
+    from convnet_io.runtimes.onnxruntime_session import make_session
+
+    return make_session(model, device)
+
+
+def int8_kernels(session) -> dict[str, str]:
+    """For an OpenVINO session: each convolution and inner product of the compiled model with the
+    precision it executes in and its kernel (``conv1: u8 jit_avx2_I8``), from
+    ``get_runtime_model()``; empty for other sessions (ONNX Runtime does not say)."""
+    compiled = getattr(session, "compiled", None)
+    if compiled is None:
+        return {}
+    out = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        rt = op.get_rt_info()
+        kind = rt["layerType"].astype(str)
+        if kind in ("Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution"):
+            first = rt["originalLayersNames"].astype(str).split(",")[0]
+            out[first.split("/")[0]] = f"{rt['runtimePrecision'].astype(str)} {rt['primitiveType'].astype(str)}"
+    return out
+
+
+def layer_errors(fp32_model: str | Path, int8_model: str | Path, feeds: dict[str, np.ndarray],
+                 blobs: Iterable[str]) -> dict[str, float]:
+    """The cost in accuracy per blob: max |int8 - fp32| / max |fp32| of each named blob, both
+    models run in ONNX Runtime with the blobs as extra outputs (in the QDQ model a blob is the
+    output of its DequantizeLinear, the value the next layer reads)."""
+    import onnx
+
+    from convnet_io.runtimes.onnxruntime_session import make_session
+
+    blobs = list(blobs)
+    runs = []
+    for path in (fp32_model, int8_model):
+        model = onnx.load(str(path))
+        produced = {t for n in model.graph.node for t in n.output}
+        # the quantizer folds a ReLU into the QuantizeLinear after the convolution: the blob the
+        # next layer reads is the DequantizeLinear's output, the tensor with the blob's name is
+        # the convolution's unclamped one
+        names = {b: f"{b}_DequantizeLinear_Output" if f"{b}_DequantizeLinear_Output" in produced else b
+                 for b in blobs if b in produced}
+        known = {o.name for o in model.graph.output}
+        for t in names.values():
+            if t not in known:
+                model.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+        session = make_session(model.SerializeToString(), "cpu", prepack=False)
+        runs.append(dict(zip(names, session.run(list(names.values()), feeds))))
+    fp, q = runs
+    out = {}
+    for b in blobs:
+        if b in fp and b in q:
+            scale = float(np.abs(fp[b]).max()) or 1.0
+            out[b] = float(np.abs(q[b].astype(np.float64) - fp[b]).max() / scale)
+    return out
