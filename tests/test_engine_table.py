@@ -42,6 +42,16 @@ def test_defaults(no_openvino):
     assert choose_engine("AlexNet", 1, table={}) == "onnxruntime"
     assert choose_engine("AlexNet", 1, table={"cpu": {"AlexNet": {"x": "torch"}}}) == "onnxruntime"
     assert choose_engine("AlexNet", 1, table={"cpu": {"AlexNet": {"1": "no-such-engine"}}}) == "onnxruntime"
+    # OpenVINO's throughput mode, recorded where OpenVINO is missing
+    assert choose_engine("AlexNet", 32, table={"cpu": {"AlexNet": {"32": "openvino-streams"}}}) == "onnxruntime"
+
+
+def test_openvino_streams_is_an_engine_where_openvino_is_installed(monkeypatch):
+    import convnet_io.runtimes.openvino_session as ovs
+
+    monkeypatch.setattr(ovs, "openvino_available", lambda: True)
+    assert choose_engine("AlexNet", 32, table={"cpu": {"AlexNet": {"1": "openvino", "32": "openvino-streams"}}}) \
+        == "openvino-streams"
 
 
 def test_table_file_round_trip_and_unreadable_file(tmp_path, monkeypatch, no_openvino):

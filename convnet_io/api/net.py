@@ -139,11 +139,14 @@ class Net:
             del model.graph.output[:]
             for v in names:
                 model.graph.output.append(onnx.helper.make_tensor_value_info(v, onnx.TensorProto.FLOAT, None))
-            if engine == "openvino":
+            if engine.startswith("openvino"):  # openvino-streams: one stream per core, the batch split
+                import os
+
                 from convnet_io.runtimes.openvino_session import OpenVinoSession
 
                 session = OpenVinoSession(model.SerializeToString(),
-                                          precision="bf16" if self.precision == "bf16" else "f32")
+                                          precision="bf16" if self.precision == "bf16" else "f32",
+                                          streams=os.cpu_count() if engine == "openvino-streams" else None)
             elif self.precision == "int8":
                 session = self._int8_session(model)
             else:
@@ -189,7 +192,7 @@ class Net:
         if ("engine", batch) in self._ort:  # decided once per batch size (cleared with the sessions)
             return self._ort[("engine", batch)]
         engine = choose_engine(self.graph.name, batch, "cuda" if gpu_present() else "cpu")
-        if engine == "openvino":
+        if engine.startswith("openvino"):
             from convnet_io.runtimes.openvino_session import openvino_blocker
 
             if openvino_blocker(self.graph):

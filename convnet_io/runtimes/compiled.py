@@ -1,6 +1,11 @@
 """torch.compile as an inference engine: the module's pass for fixed input shapes and fetched
 blobs, compiled once per (shapes, blobs) by its owner and reused. Inductor's on-disk graph cache
-(on by default) keeps later processes from paying the full compile again."""
+(on by default) keeps later processes from paying the full compile again.
+
+Compiled with inductor's freezing: the weights become constants of the graph, so convolution
+weights are laid out once for oneDNN (prepacked) and BatchNorm/Scale folded into the convolution
+before them, instead of on every call. The owner drops the compiled graph when weights change
+(``Net._weights_key``)."""
 from __future__ import annotations
 
 import torch
@@ -24,5 +29,8 @@ def compile_fetch(module, values: list[str]):
 
 
 def run_compiled(compiled, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    with torch.inference_mode():
+    # freezing is read when a call compiles (the first one per shape), so it is set around calls
+    from torch._inductor import config
+
+    with torch.inference_mode(), config.patch(freezing=True):
         return compiled(feeds)

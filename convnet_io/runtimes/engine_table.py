@@ -11,6 +11,10 @@ Nets are looked up by their ``name:`` (``*`` for any other net), batch sizes by 
 recorded batch not above the one asked for (the smallest recorded one below that). An engine that
 is not installed, a missing or unreadable table, or a device without an entry give ONNX Runtime:
 the fastest ready-made engine at small batch in every recorded run so far.
+
+Engines are the backends' names, plus ``openvino-streams``: OpenVINO in throughput mode, one
+stream per core, the batch split between the streams (``OpenVinoSession(streams=...)``); a table
+naming it on a machine without OpenVINO, like one naming ``openvino``, gives ONNX Runtime.
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-ENGINES = ("onnxruntime", "openvino", "torch.compile", "torch")
+ENGINES = ("onnxruntime", "openvino", "openvino-streams", "torch.compile", "torch")
 DEFAULT_ENGINE = "onnxruntime"
 TABLE = Path(__file__).with_name("engine_table.json")
 
@@ -47,7 +51,7 @@ def load_table() -> dict:
 
 
 def _installed(engine: str) -> bool:
-    if engine == "openvino":
+    if engine.startswith("openvino"):
         from convnet_io.runtimes.openvino_session import openvino_available
 
         return openvino_available()
