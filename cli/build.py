@@ -26,7 +26,7 @@ def build(net, phase, input_shape, stages, level, weights, as_json):
     graph = load_graph(net, phase=phase.upper(), input_shapes=parse_input_shapes(input_shape),
                        stages=tuple(stages), level=level)
     print_notices(graph.notices)
-    summary = summarize(graph)
+    summary = summarize(graph, all_rows=as_json)  # a table of 700k layers shows both ends
     if weights:
         from convnet_io.tools.build import check_weights
 

@@ -17,7 +17,7 @@ from convnet_io.graph.layers.registry import is_source_type
 from convnet_io.graph.types import Filler, Shape
 
 
-@dataclass
+@dataclass(slots=True)  # no per-object dict: a 700k-layer graph holds 700k nodes
 class ParamSpec:
     """One learnable blob of a layer: its shape, filler and solver multipliers."""
 
@@ -35,7 +35,7 @@ class ParamSpec:
         return n
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
     """One layer: Caffe name and type, the values it reads and writes, typed attributes."""
 
@@ -107,7 +107,8 @@ class Graph:
     @cached_property
     def inputs(self) -> list[str]:
         """Values written by source layers: what a forward pass is fed."""
-        return [t for n in self.nodes if n.is_source for t in n.tops]
+        source = _source_types()
+        return [t for n in self.nodes if source[n.type] for t in n.tops]
 
     @cached_property
     def read_inputs(self) -> list[str]:
@@ -119,7 +120,8 @@ class Graph:
     def outputs(self) -> list[str]:
         """Values that no layer reads: what a forward pass returns by default."""
         read = {b for n in self.nodes for b in n.bottoms}
-        return [t for n in self.nodes if not n.is_source for t in n.tops if t not in read]
+        source = _source_types()
+        return [t for n in self.nodes if not source[n.type] for t in n.tops if t not in read]
 
     @cached_property
     def values(self) -> list[str]:
@@ -147,6 +149,18 @@ class Graph:
     @property
     def param_count(self) -> int:
         return sum(n.param_count for n in self.nodes)
+
+
+class _SourceTypes(dict):
+    """type -> whether it is a source, looked up once per type (not once per node)."""
+
+    def __missing__(self, type_: str) -> bool:
+        self[type_] = is_source_type(type_)
+        return self[type_]
+
+
+def _source_types() -> _SourceTypes:
+    return _SourceTypes()
 
 
 # Layers an inference model leaves out: losses and metrics need labels and say nothing about the
