@@ -26,7 +26,8 @@ def load_graph(path: str | Path, phase: str = "TEST", input_shapes: dict[str, Sh
             from convnet_io.caffe2.listing import listing_to_graph
 
             return listing_to_graph(text, str(path), input_shapes=input_shapes)
-    net, notes = read_net(p)
+        del text  # read again by read_net: a 50 MB net is not held twice
+    net, notes = read_net(p, compact=True)  # layers of only names as tuples: a third of the memory
     return build_graph(net, phase=phase, input_shapes=input_shapes, stages=stages, level=level,
                        source_path=str(path), notices=notes)
 

@@ -8,8 +8,10 @@ from typing import Any, Callable, Iterable
 from convnet_io.caffe.hdf5_shapes import hook as hdf5_hook
 from convnet_io.caffe.layer_files import read_layer_files
 from convnet_io.caffe.netstate import filter_layers, layer_included, state_for
+from convnet_io.caffe.plain_net import layer_message
 from convnet_io.errors import ConvnetError, LayerError
 from convnet_io.graph import Graph, Node, ParamSpec, Shape, value_id
+from convnet_io.graph.ir import NO_ITEMS
 from convnet_io.graph.layers import get_spec, supported_types
 from convnet_io.graph.layers.data import SourceContext
 from convnet_io.graph.layers.loss import Loss
@@ -88,15 +90,21 @@ class _Build:
         names, nodes, types = self.names, self.nodes, self._types
         for i, msg in enumerate(self.net.layer):
             self.index = i
-            name, type_ = msg.name, msg.type
-            bottom, top = tuple(msg.bottom), tuple(msg.top)
             node = None
-            if name and type_ and len(bottom) == 1 and len(top) == 1 and name not in names:
-                b, t = bottom[0], top[0]
-                # only name, type, one bottom and one top are set (every other field adds bytes)
-                if msg.ByteSize() == len(name) + len(type_) + len(b) + len(t) + 8:
-                    type_ = types.setdefault(type_, type_)
-                    node = self._plain_node(msg, name, type_, b, t)
+            if type(msg) is tuple:  # a PlainNet's layer of only names
+                name, type_, bottom, top = msg
+                if name and type_ and len(bottom) == 1 and len(top) == 1 and name not in names:
+                    node = self._plain_node(msg, name, types.setdefault(type_, type_), bottom[0], top[0])
+                if node is None:
+                    msg = layer_message(msg)
+            else:
+                name, type_ = msg.name, msg.type
+                bottom, top = tuple(msg.bottom), tuple(msg.top)
+                if name and type_ and len(bottom) == 1 and len(top) == 1 and name not in names:
+                    b, t = bottom[0], top[0]
+                    # only name, type, one bottom and one top are set (every other field adds bytes)
+                    if msg.ByteSize() == len(name) + len(type_) + len(b) + len(t) + 8:
+                        node = self._plain_node(msg, name, types.setdefault(type_, type_), b, t)
             if node is not None:
                 nodes.append(node)
             elif layer_included(msg, state):
@@ -130,8 +138,8 @@ class _Build:
         self.names.add(name)
         self.blobs += size
         node = Node(name=name, type=type_, bottoms=[bvid], tops=[vid], attrs=attrs,
-                    params=[ParamSpec(*p) for p in params] if params else [],
-                    loss_weights=[1.0] if loss else [], propagate_down=[])
+                    params=[ParamSpec(*p) for p in params] if params else NO_ITEMS,
+                    loss_weights=[1.0] if loss else NO_ITEMS, propagate_down=NO_ITEMS)
         if params:
             self.params += sum(_count(p[0]) for p in params)
         return node
@@ -143,6 +151,8 @@ class _Build:
         if (spec is None or spec.source or spec.min_bottoms > 1 or spec.min_tops > 1
                 or (spec.max_bottoms is not None and spec.max_bottoms < 1)):
             return None
+        if type(msg) is tuple:
+            msg = layer_message(msg)
         try:
             attrs = spec.attrs(msg)
             if not _shareable(attrs):

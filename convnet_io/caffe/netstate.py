@@ -54,4 +54,5 @@ def layer_included(layer: Any, state: NetState) -> bool:
 
 def filter_layers(net: Any, state: NetState) -> list[Any]:
     """The layers of an (upgraded, V2) net that exist in ``state``, in file order."""
-    return [layer for layer in net.layer if layer_included(layer, state)]
+    layers = net.messages() if hasattr(net, "messages") else net.layer  # a PlainNet's, as messages
+    return [layer for layer in layers if layer_included(layer, state)]

@@ -9,8 +9,10 @@ from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
 from convnet_io.caffe.fork_fields import explain_unknown_field, pick_by_layer_type
+from convnet_io.caffe.plain_net import PlainNet
 from convnet_io.caffe.proto import caffe_pb2
 from convnet_io.caffe.prototxt_fast import parse_fast
+from convnet_io.caffe.upgrade_legacy import is_upgrade_needed
 from convnet_io.errors import ConvnetError, ParseError
 from convnet_io.limits import memory_budget, read_bytes_limited
 
@@ -18,9 +20,18 @@ _FAST_FROM = 1 << 16  # characters: below this protobuf's own parser takes milli
 _LOCATION = re.compile(r"^(\d+):(\d+)\s*:\s*")
 
 
-def parse_net_text(text: str, path: str = "<string>") -> caffe_pb2.NetParameter:
-    """Parse NetParameter text; a syntax error becomes a ParseError located at path:line:col."""
+def parse_net_text(text: str, path: str = "<string>", compact: bool = False) -> Any:
+    """Parse NetParameter text; a syntax error becomes a ParseError located at path:line:col.
+
+    With ``compact``, a large net may come back as a PlainNet (layers of only names held as
+    tuples, for ``build_graph``) when it needs no upgrade."""
     if len(text) > _FAST_FROM:  # protobuf's parser is slow on very large nets; same result
+        if compact:
+            layers: list = []
+            head = parse_fast(text, caffe_pb2.NetParameter(), layers)
+            if head is not None and not is_upgrade_needed(head):
+                return PlainNet(head, layers)
+            del layers, head
         net = parse_fast(text, caffe_pb2.NetParameter())
         if net is not None:
             return net
@@ -59,8 +70,9 @@ def read_text(path: str | Path) -> str:
                          "for binary weights use --weights") from None
 
 
-def read_net_parameter(path: str | Path) -> caffe_pb2.NetParameter:
-    """A NetParameter from a text prototxt, or from a binary file (a .caffemodel used as a net)."""
+def read_net_parameter(path: str | Path, compact: bool = False) -> Any:
+    """A NetParameter from a text prototxt, or from a binary file (a .caffemodel used as a net);
+    with ``compact``, a large text net may be a PlainNet."""
     p = Path(path)
     if p.suffix in (".caffemodel", ".binaryproto", ".pb"):
         net = caffe_pb2.NetParameter()
@@ -70,14 +82,20 @@ def read_net_parameter(path: str | Path) -> caffe_pb2.NetParameter:
             raise ConvnetError(f"{path}: not a binary NetParameter: {e}") from None
         pick_by_layer_type(net)  # numbers two forks gave to different fields, read by layer type
         return net
-    return parse_net_text(read_text(p), str(path))
+    return parse_net_text(read_text(p), str(path), compact)
 
 
-def read_net(path: str | Path) -> tuple[Any, list[str]]:
-    """An upgraded (V2) NetParameter from a prototxt or binary net, and the upgrade notes."""
+def read_net(path: str | Path, compact: bool = False) -> tuple[Any, list[str]]:
+    """An upgraded (V2) NetParameter from a prototxt or binary net, and the upgrade notes. With
+    ``compact`` (for ``build_graph`` only), a large net needing no upgrade may be a PlainNet: a
+    700k-layer chain then takes a third of the memory."""
     from convnet_io.caffe.upgrade import upgrade_net
 
-    net = read_net_parameter(path)
+    net = read_net_parameter(path, compact)
+    if isinstance(net, PlainNet):
+        if not net.layer:
+            raise ConvnetError(f"{path}: no layers found (is this a net definition?)")
+        return net, []
     try:
         notes = upgrade_net(net)
     except ValueError as e:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import operator
 import re
+import sys
 from collections.abc import Iterator
 from itertools import chain, groupby, islice, repeat
 from typing import Any
@@ -105,27 +106,37 @@ def _value(kind: str, enum, tok: str):
     return v if isinstance(v, bytes) else v.encode("utf-8")
 
 
-def parse_fast(text: str, message: Any) -> Any | None:
+def parse_fast(text: str, message: Any, layers: list | None = None) -> Any | None:
     """Fill ``message`` from ``text`` when it is in the plain subset; None to ask for the full
-    parser (``message`` may then be partly filled: the caller starts from a fresh one)."""
+    parser (``message`` may then be partly filled: the caller starts from a fresh one).
+
+    With ``layers`` (a NetParameter only), every layer is appended there in order instead: a
+    layer of only name, type, bottoms and tops as the tuple ``(name, type, bottoms, tops)``, any
+    other as its message (which ``message.layer`` also holds)."""
     plain = message.DESCRIPTOR.full_name == "caffe.NetParameter"
-    ascii_ = text.isascii()
     # an ASCII text is scanned as bytes: the names come out ready for the wire format
-    data = text.encode("ascii") if ascii_ and plain else text
+    data = text.encode("ascii") if plain and layers is None and text.isascii() else text
     scan = (_SCAN_BYTES if isinstance(data, bytes) else _SCAN_STR) if plain else _SCAN_TOKENS
     # finditer skips what the pattern does not match; here every position matches (junk is one
     # character, the end of the text is a match), so nothing is ever skipped unseen
     try:
-        _parse(scan.finditer(data), message, isinstance(data, bytes))
+        _parse(scan.finditer(data), message, isinstance(data, bytes), layers)
     except (_Fallback, ValueError, TypeError, IndexError, AttributeError, UnicodeDecodeError):
         return None
     return message
 
 
-def _parse(matches: Iterator[re.Match], root: Any, as_bytes: bool) -> None:
+def _parse(matches: Iterator[re.Match], root: Any, as_bytes: bool, layers: list | None) -> None:
     """Matches come in runs: plain layers (wire bytes, parsed by upb in C) and the tokens of
     everything else (filled field by field). Runs are taken in file order, so layers keep it."""
     tokens: list[str] = []
+
+    def fill(tokens: list) -> None:
+        before = len(root.layer) if layers is not None else 0
+        _fill(iter([t.decode() for t in tokens] if as_bytes else tokens), root)
+        if layers is not None:
+            layers.extend(root.layer[before:])
+
     while True:
         batch = list(islice(matches, _BATCH))
         if not batch:
@@ -141,12 +152,15 @@ def _parse(matches: Iterator[re.Match], root: Any, as_bytes: bool) -> None:
                 raise _Fallback  # something the scanner does not know: protobuf's parser decides
             elif kind == "plain":
                 if tokens:  # the fields before these layers, in order
-                    _fill(iter([t.decode() for t in tokens] if as_bytes else tokens), root)
+                    fill(tokens)
                     tokens = []
-                root.MergeFromString(_plain_layers(batch[start:end], kinds[start:end], as_bytes))
+                if layers is None:
+                    root.MergeFromString(_plain_layers(batch[start:end], kinds[start:end], as_bytes))
+                else:
+                    layers.extend(_plain_tuples(batch[start:end], kinds[start:end]))
             start = end
     if tokens:
-        _fill(iter([t.decode() for t in tokens] if as_bytes else tokens), root)
+        fill(tokens)
 
 
 def _plain_layers(matches: list[re.Match], kinds: list[str], as_bytes: bool) -> bytes:
@@ -166,6 +180,27 @@ def _plain_layers(matches: list[re.Match], kinds: list[str], as_bytes: bool) -> 
                          repeat(b"\x22"), map(_varint, lengths[3]), groups[3])
             return b"".join(chain.from_iterable(fields))
     return b"".join(map(_plain_layer, matches, repeat(as_bytes)))
+
+
+def _plain_tuples(matches: list[re.Match], kinds: list[str]) -> list[tuple]:
+    """(name, type, bottoms, tops) of plain layers (str scan: the text is not ASCII-encoded)."""
+    if all(k == "p4" for k in kinds):
+        names, types, bottoms, tops = zip(*map(_GROUPS4, matches))
+        # one string object per type and per blob name: a chain's bottom is the previous top
+        types = map(sys.intern, types)
+        return list(zip(names, types, zip(map(sys.intern, bottoms)), zip(map(sys.intern, tops))))
+    return list(map(_plain_tuple, matches))
+
+
+def _plain_tuple(m: re.Match) -> tuple:
+    if m.lastgroup == "p4":
+        name, type_, bottom, top = m.group(1, 2, 3, 4)
+        return name, sys.intern(type_), (sys.intern(bottom),), (sys.intern(top),)
+    name, type_, io = m.group(5, 6, 7)
+    pairs = _IO_STR.findall(io)
+    return (name, type_ if type_ is None else sys.intern(type_),
+            tuple(sys.intern(v) for f, v in pairs if f == "bottom"),
+            tuple(sys.intern(v) for f, v in pairs if f == "top"))
 
 
 def _plain_layer(m: re.Match, as_bytes: bool) -> bytes:

@@ -17,6 +17,22 @@ from convnet_io.graph.layers.registry import is_source_type
 from convnet_io.graph.types import Filler, Shape
 
 
+class _NoItems(list):
+    """An empty list that stays empty: nodes with no weights, loss weights or propagate_down
+    flags share one (three empty lists per node are 150 MB on a 700k-layer net)."""
+
+    __slots__ = ()
+
+    def _frozen(self, *args, **kwargs):
+        raise TypeError("this empty list is shared by nodes; assign a new list instead")
+
+    append = extend = insert = pop = remove = clear = sort = reverse = _frozen
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _frozen
+
+
+NO_ITEMS: list = _NoItems()
+
+
 @dataclass(slots=True)  # no per-object dict: a 700k-layer graph holds 700k nodes
 class ParamSpec:
     """One learnable blob of a layer: its shape, filler and solver multipliers."""
