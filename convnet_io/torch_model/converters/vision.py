@@ -12,6 +12,7 @@ from convnet_io.graph.layers.vision import convolution_tail
 from convnet_io.graph.layers.conv_nd import is_nd
 from convnet_io.torch_model.base import CaffeLayer
 from convnet_io.torch_model.converters.conv_nd import convert_convolution_nd
+from convnet_io.torch_model.converters.lrn_across import LRNAcrossChannels
 from convnet_io.torch_model.registry import converter
 
 
@@ -203,6 +204,10 @@ class LRN(CaffeLayer):
 
     def forward(self, x):
         half = (self.size - 1) // 2
+        if (self.region == "ACROSS_CHANNELS" and torch.is_grad_enabled() and x.requires_grad
+                and not (torch.jit.is_tracing() or torch.jit.is_scripting() or torch.compiler.is_compiling())):
+            # Training: Caffe's forward and its backward from the kept scale (lrn_across.py).
+            return LRNAcrossChannels.apply(x, self.size, self.alpha, self.beta, self.k)
         sq = x * x
         if self.region == "ACROSS_CHANNELS":
             padded = F.pad(sq, (0, 0, 0, 0, half, half))
