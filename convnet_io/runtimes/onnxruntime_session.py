@@ -26,11 +26,12 @@ def choose_providers(device: str = "auto") -> list[str]:
 
 
 def make_session(model_bytes: bytes | str, device: str = "auto", threads: int | None = None,
-                 prepack: bool = True):
+                 prepack: bool = True, spin: bool = True):
     """An InferenceSession on ``device`` (auto, cpu, cuda) from the model's bytes or file path;
     ``session.get_providers()[0]`` says which provider actually runs it. ``prepack=False`` skips
     re-laying out the weights for ORT's GEMM kernels: cheaper for a session that runs only a
-    few times (the export check)."""
+    few times (the export check). ``spin=False``: idle worker threads sleep instead of spinning,
+    for a session that shares the cores with other work (the export check's PyTorch side)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -40,4 +41,6 @@ def make_session(model_bytes: bytes | str, device: str = "auto", threads: int | 
         opts.intra_op_num_threads = threads
     if not prepack:
         opts.add_session_config_entry("session.disable_prepacking", "1")
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model_bytes, sess_options=opts, providers=choose_providers(device))

@@ -8,6 +8,7 @@ over the concatenated batches (when every output keeps the batch as its first ax
 """
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,12 +57,17 @@ def convert_to_onnx(net: str | Path, path: str | Path, weights: str | Path | Non
     from convnet_io.api.loading import load_blobs, load_caffe2, load_graph
     from convnet_io.onnx_export.exporter import DEFAULT_OPSET
     from convnet_io.onnx_export.writer import export_to_file
+    from convnet_io.tools.overlap import preload
 
     caffe2 = load_caffe2(net, weights, input_shapes, seed)  # a Caffe2 NetDef pair carries its weights
     if caffe2:
         (graph, blobs), warnings = caffe2, []
     else:
         graph = load_graph(net, input_shapes=input_shapes)
+        if check and not os.environ.get("CONVNET_CHECK_NOPRELOAD"):
+            # The check needs torch: its import (mostly loading shared libraries) runs on a second
+            # thread while this one reads and writes the weights (system calls that release the GIL).
+            preload("torch")
         blobs, warnings = load_blobs(graph, weights, seed=seed)
     opset = opset or DEFAULT_OPSET
     check_inputs = None
@@ -88,39 +94,46 @@ def convert_to_onnx(net: str | Path, path: str | Path, weights: str | Path | Non
                                    f"not {n}")
             batches = batches if static_batch else ((1, n - 1) if n > 1 else (1,))
             min_top1 = INT8_MIN_TOP1
+        names = ([i.name for i in written.model.graph.input], [o.name for o in written.model.graph.output])
         result.check = validate_file(graph, blobs, path, batches, rtol=rtol, device=device, inputs=check_inputs,
-                                     min_top1=min_top1)
+                                     min_top1=min_top1, names=names)
     return result
 
 
 def validate_file(graph, blobs, path: str | Path, batches=(1, 7), rtol: float = 1e-4,
                   device: str = "auto", seed: int = 0, inputs: dict | None = None,
-                  min_top1: float | None = None) -> dict[str, Any]:
+                  min_top1: float | None = None, names: tuple[list[str], list[str]] | None = None) -> dict[str, Any]:
     """The ONNX file in one ONNX Runtime session vs the PyTorch module, on seeded inputs (or the
     first rows of ``inputs``). With ``min_top1`` (reduced precision) the verdict is the top-1
-    agreement of the class-score outputs instead of the relative error."""
+    agreement of the class-score outputs instead of the relative error. ``names`` (the model's
+    input and output names, when the caller knows them) lets the module run while ONNX Runtime
+    loads the file: the two sides of the check overlap on two threads."""
     import numpy as np
 
     from convnet_io.runtimes.compare import Tolerance, compare_blob
-    from convnet_io.runtimes.onnxruntime_session import make_session
     from convnet_io.tools.export import seeded_inputs
+    from convnet_io.tools.overlap import Background
 
-    session = make_session(str(path), device, prepack=False)  # runs twice: not worth re-laying out the weights
-    provider = session.get_providers()[0]
-    outputs = [o.name for o in session.get_outputs()]
     total = sum(batches)
-    given = inputs
-    inputs = [i.name for i in session.get_inputs()]
-    source = {k: v[:total] for k, v in given.items()} if given else seeded_inputs(graph, total, seed)
-    feeds = {k: v for k, v in source.items() if k in inputs}
+    source = {k: v[:total] for k, v in inputs.items()} if inputs else seeded_inputs(graph, total, seed)
     edges = np.cumsum((0,) + tuple(batches))
-    parts = [{k: v[a:b] for k, v in feeds.items()} for a, b in zip(edges[:-1], edges[1:])]
-    want = _reference(graph, blobs, feeds, parts, outputs, total)
+
+    def split(feeds):
+        return [{k: v[a:b] for k, v in feeds.items()} for a, b in zip(edges[:-1], edges[1:])]
+
+    runtime = Background(_onnxruntime_outputs, path, device, source, split, name="convnet-check-onnxruntime")
+    want, expected = None, None
+    if names and not os.environ.get("CONVNET_CHECK_SERIAL"):
+        expected = {k: v for k, v in source.items() if k in names[0]}
+        want = _reference(graph, blobs, expected, split(expected), names[1], total)
+    provider, session_inputs, outputs, got_parts = runtime.result()
+    feeds = {k: v for k, v in source.items() if k in session_inputs}
+    if want is None or set(feeds) != set(expected) or set(outputs) - set(names[1]):
+        want = _reference(graph, blobs, feeds, split(feeds), outputs, total)
     tol = Tolerance(atol=0.0, rtol=rtol)
     worst, per, ok = 0.0, {}, True
     agree: dict[str, list[bool]] = {}
-    for part, ref in zip(parts, want):
-        got = dict(zip(outputs, session.run(outputs, part)))
+    for got, ref in zip(got_parts, want):
         for name in outputs:
             if got[name].ndim >= 2 and got[name].shape[1] > 1:
                 a = got[name].reshape(len(got[name]), got[name].shape[1], -1).argmax(1)
@@ -137,6 +150,20 @@ def validate_file(graph, blobs, path: str | Path, batches=(1, 7), rtol: float = 
         top1 = min(sum(v) / len(v) for v in agree.values())
         result.update(top1_agreement=top1, min_top1=min_top1, ok=top1 >= min_top1)
     return result
+
+
+def _onnxruntime_outputs(path, device: str, source: dict, split):
+    """One session from the written file, run on each part of the inputs it reads: its provider,
+    input names, output names and the outputs of each part."""
+    from convnet_io.runtimes.onnxruntime_session import make_session
+
+    # Runs twice: not worth re-laying out the weights; shares the cores with the module's pass.
+    session = make_session(str(path), device, prepack=False, spin=bool(os.environ.get("CONVNET_CHECK_SERIAL")))
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    parts = split({k: v for k, v in source.items() if k in inputs})
+    return (session.get_providers()[0], inputs, outputs,
+            [dict(zip(outputs, session.run(outputs, part))) for part in parts])
 
 
 def _at_batch(graph, batch: int):

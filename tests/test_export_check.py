@@ -1,0 +1,152 @@
+"""The ONNX Runtime check of ``convnet export --onnx``: one session for both batches, one pass of
+the PyTorch module, the two sides overlapping on two threads, and still a check that fails when the
+file and the net disagree."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+from helpers import input_layer
+
+from convnet_io.api.loading import load_blobs, load_graph
+from convnet_io.onnx_export.writer import export_to_file
+from convnet_io.tools import convert
+from convnet_io.tools.overlap import Background, preload
+
+NET = input_layer((1, 3, 8, 8)) + """
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "norm1" type: "LRN" bottom: "conv1" top: "norm1" lrn_param { local_size: 3 alpha: 0.1 beta: 0.75 } }
+layer { name: "pool1" type: "Pooling" bottom: "norm1" top: "pool1"
+        pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
+layer { name: "ip1" type: "InnerProduct" bottom: "pool1" top: "ip1"
+        inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "prob" type: "Softmax" bottom: "ip1" top: "prob" }
+"""
+
+
+@pytest.fixture
+def written(tmp_path):
+    path = tmp_path / "net.prototxt"
+    path.write_text(NET)
+    graph = load_graph(path)
+    blobs, _ = load_blobs(graph, None, seed=3)
+    model = export_to_file(graph, blobs, tmp_path / "net.onnx").model
+    names = ([i.name for i in model.graph.input], [o.name for o in model.graph.output])
+    return graph, blobs, tmp_path / "net.onnx", names
+
+
+def _counting(monkeypatch):
+    """Count ONNX Runtime sessions made and PyTorch modules built by the check."""
+    import convnet_io.runtimes.onnxruntime_session as ors
+
+    counts = {"sessions": 0, "modules": 0}
+    make_session, module_net = ors.make_session, convert._module_net
+
+    def counted_session(*a, **k):
+        counts["sessions"] += 1
+        return make_session(*a, **k)
+
+    def counted_module(*a, **k):
+        counts["modules"] += 1
+        return module_net(*a, **k)
+
+    monkeypatch.setattr(ors, "make_session", counted_session)
+    monkeypatch.setattr(convert, "_module_net", counted_module)
+    return counts
+
+
+def test_overlapped_check_is_the_serial_one(written, monkeypatch):
+    graph, blobs, path, names = written
+    counts = _counting(monkeypatch)
+    both = convert.validate_file(graph, blobs, path, device="cpu", names=names)
+    assert counts == {"sessions": 1, "modules": 1}  # one session for both batches, one module pass
+    alone = convert.validate_file(graph, blobs, path, device="cpu")  # names unknown: session first
+    assert counts == {"sessions": 2, "modules": 2}
+    assert both == alone
+    assert both["ok"] and both["batches"] == [1, 7] and both["provider"] == "CPUExecutionProvider"
+    assert set(both["per_output"]) == {"prob"} and 0 <= both["worst_rel"] <= 1e-5
+
+
+def test_onnxruntime_runs_while_the_module_runs(written, monkeypatch):
+    """The session is made while the PyTorch side computes: ONNX Runtime's side waits for the
+    module's pass to start and still finishes (serially it would wait for ever: the timeout)."""
+    import convnet_io.runtimes.onnxruntime_session as ors
+
+    graph, blobs, path, names = written
+    started, seen = threading.Event(), []
+    make_session, reference = ors.make_session, convert._reference
+
+    def waiting_session(*a, **k):
+        seen.append(started.wait(timeout=30))
+        return make_session(*a, **k)
+
+    def signalling_reference(*a, **k):
+        started.set()
+        return reference(*a, **k)
+
+    monkeypatch.setattr(ors, "make_session", waiting_session)
+    monkeypatch.setattr(convert, "_reference", signalling_reference)
+    assert convert.validate_file(graph, blobs, path, device="cpu", names=names)["ok"]
+    assert seen == [True]
+
+
+def test_wrong_names_fall_back_to_the_sessions(written):
+    """Names that are not the model's: the module runs again for the outputs the session has."""
+    graph, blobs, path, names = written
+    result = convert.validate_file(graph, blobs, path, device="cpu", names=(names[0], ["ip1"]))
+    assert result["ok"] and set(result["per_output"]) == {"prob"}
+
+
+def test_the_check_fails_when_the_file_holds_other_weights(written):
+    """The reference is the PyTorch module built from the blobs, not the file: a file written from
+    other weights fails."""
+    graph, blobs, path, names = written
+    other, _ = load_blobs(graph, None, seed=4)
+    export_to_file(graph, other, path)
+    result = convert.validate_file(graph, blobs, path, device="cpu", names=names)
+    assert not result["ok"] and result["worst_rel"] > 1e-3
+
+
+def test_the_check_fails_when_the_module_disagrees(written, monkeypatch):
+    """The other way round: a PyTorch side that computes something else is caught."""
+    graph, blobs, path, names = written
+    reference = convert._reference
+
+    def off(*a, **k):
+        return [{n: v + 0.01 for n, v in part.items()} for part in reference(*a, **k)]
+
+    monkeypatch.setattr(convert, "_reference", off)
+    assert not convert.validate_file(graph, blobs, path, device="cpu", names=names)["ok"]
+
+
+def test_onnxruntime_error_reaches_the_caller(written, tmp_path):
+    graph, blobs, _, names = written
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(Exception, match="(?i)protobuf|parse|load|invalid"):
+        convert.validate_file(graph, blobs, bad, device="cpu", names=names)
+
+
+def test_background_returns_and_raises():
+    assert Background(lambda a, b: a + b, 2, 3).result() == 5
+
+    def fail():
+        raise ValueError("from the thread")
+
+    with pytest.raises(ValueError, match="from the thread"):
+        Background(fail).result()
+    job = preload("json", "numpy")
+    assert [m.__name__ for m in job.result()] == ["json", "numpy"] and job.done()
+
+
+def test_convert_to_onnx_checks_once(tmp_path, monkeypatch):
+    path = tmp_path / "net.prototxt"
+    path.write_text(NET)
+    counts = _counting(monkeypatch)
+    c = convert.convert_to_onnx(path, tmp_path / "net.onnx", device="cpu")
+    assert c.check["ok"] and c.check["batches"] == [1, 7]
+    assert counts == {"sessions": 1, "modules": 1}
+    c = convert.convert_to_onnx(path, tmp_path / "net.onnx", device="cpu", static_batch=True)
+    assert c.check["ok"] and c.check["batches"] == [1]
