@@ -77,7 +77,7 @@ def test_openvino_runs_the_convolutions_in_u8(models):
 
 
 def test_int8_agrees_with_fp32_on_both_engines(models):
-    net, fp32, int8, _ = models
+    _, fp32, int8, _ = models
     x = images(200, seed=2)
     want = make_session(str(fp32), "cpu").run(None, {"data": x})[0]
     engines = ["onnxruntime"] + (["openvino"] if openvino_available() else [])

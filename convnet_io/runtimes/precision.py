@@ -118,7 +118,10 @@ INT8_ENGINES = ("openvino", "onnxruntime")
 def int8_engine(graph=None, device: str = "auto") -> str:
     """The engine convnet runs an int8 model on: OpenVINO (CPU) where it is installed and computes
     every layer of ``graph`` as Caffe does, else (and for CUDA) ONNX Runtime."""
-    from convnet_io.runtimes.openvino_session import openvino_available, openvino_blocker
+    from convnet_io.runtimes.openvino_session import (
+        openvino_available,
+        openvino_blocker,
+    )
 
     if device != "cuda" and openvino_available() and (graph is None or openvino_blocker(graph) is None):
         return "openvino"
