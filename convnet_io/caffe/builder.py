@@ -1,14 +1,12 @@
 """NetParameter -> Graph: phase filtering, blob versioning, validation and shape inference."""
 from __future__ import annotations
 
-import contextlib
-import gc
 from typing import Any, Callable, Iterable
 
 from convnet_io.caffe.hdf5_shapes import hook as hdf5_hook
 from convnet_io.caffe.layer_files import read_layer_files
 from convnet_io.caffe.netstate import filter_layers, layer_included, state_for
-from convnet_io.caffe.plain_net import layer_message
+from convnet_io.caffe.plain_net import collector_paused, layer_message
 from convnet_io.errors import ConvnetError, LayerError
 from convnet_io.graph import Graph, Node, ParamSpec, Shape, value_id
 from convnet_io.graph.ir import NO_ITEMS
@@ -36,7 +34,7 @@ def build_graph(
     ctx = _source_context(input_shapes, notes.append)
     ctx.hdf5_shapes = hdf5_hook(source_path)
     build = _Build(net, state, ctx, notes)
-    with _gc_paused():
+    with collector_paused():
         try:
             build.layers()
         except ConvnetError:
@@ -93,8 +91,10 @@ class _Build:
             node = None
             if type(msg) is tuple:  # a PlainNet's layer of only names
                 name, type_, bottom, top = msg
-                if name and type_ and len(bottom) == 1 and len(top) == 1 and name not in names:
-                    node = self._plain_node(msg, name, types.setdefault(type_, type_), bottom[0], top[0])
+                if type(bottom) is not str:  # bottoms and tops as tuples: not always one of each
+                    bottom, top = (bottom[0], top[0]) if len(bottom) == 1 and len(top) == 1 else ("", "")
+                if name and type_ and bottom and name not in names:
+                    node = self._plain_node(msg, name, types.setdefault(type_, type_), bottom, top)
                 if node is None:
                     msg = layer_message(msg)
             else:
@@ -113,36 +113,38 @@ class _Build:
     def _plain_node(self, msg: Any, name: str, type_: str, b: str, t: str) -> Node | None:
         """The node of a one-bottom one-top layer with nothing but names, or None to take the
         general path (which also raises any error)."""
-        bvid = self.current.get(b)
+        current, shapes = self.current, self.shapes
+        bvid = current.get(b)
         if bvid is None:
             return None
-        bshape = self.shapes[bvid]
-        key = (type_, bshape)
-        done = self._shaped.get(key, False)
+        bshape = shapes[bvid]
+        done = self._shaped.get((type_, bshape), False)
         if done is False:
-            done = self._shaped[key] = self._shape_plain(msg, type_, bshape)
+            done = self._shaped[type_, bshape] = self._shape_plain(msg, type_, bshape)
         if done is None:
             return None
         attrs, tshape, params, size, loss = done
-        if t in self.current:
+        if t in current:
             if t != b:
                 return None
-            version = self.versions[t] = self.versions[t] + 1
+            # a blob's first write has no entry in versions (most blobs are written once)
+            version = self.versions[t] = self.versions.get(t, 0) + 1
             vid = value_id(t, version)
         else:
-            self.versions[t] = 0
             vid = t
-        self.current[t] = vid
-        self.shapes[vid] = tshape
+        current[t] = vid
+        shapes[vid] = tshape
         self.blob_of[vid] = t
         self.names.add(name)
         self.blobs += size
-        node = Node(name=name, type=type_, bottoms=[bvid], tops=[vid], attrs=attrs,
-                    params=[ParamSpec(*p) for p in params] if params else NO_ITEMS,
-                    loss_weights=[1.0] if loss else NO_ITEMS, propagate_down=NO_ITEMS)
         if params:
             self.params += sum(_count(p[0]) for p in params)
-        return node
+            params = [ParamSpec(*p) for p in params]
+        else:
+            params = NO_ITEMS
+        # positional: Node's field order (name, type, bottoms, tops, attrs, params, loss weights,
+        # propagate_down); keywords cost twice the time of the call on 700k layers
+        return Node(name, type_, [bvid], [vid], attrs, params, [1.0] if loss else NO_ITEMS, NO_ITEMS)
 
     def _shape_plain(self, msg: Any, type_: str, bshape: Shape) -> tuple | None:
         """What every plain (type, bottom shape) layer shares, or None when the general path must
@@ -196,7 +198,7 @@ class _Build:
                 if blob not in layer.bottom:
                     raise LayerError(name, f"top '{blob}' is already written by an earlier layer "
                                      "(only in-place layers may write a blob again)", type_)
-                versions[blob] += 1
+                versions[blob] = versions.get(blob, 0) + 1
             else:
                 versions[blob] = 0
             vid = value_id(blob, versions[blob])
@@ -244,19 +246,6 @@ def _earlier_error(net: Any, state: Any, index: int) -> None:
     later layer's include/exclude rules, or the order of the layers."""
     layers = [_LayerView(lyr) for lyr in filter_layers(net, state)]
     _check_order(layers)
-
-
-@contextlib.contextmanager
-def _gc_paused():
-    """Building allocates millions of objects and no reference cycles: the cyclic collector
-    would walk all of them again and again (a third of the time on a 700k-layer net)."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 _FLOAT = 4  # bytes of one float32 blob element

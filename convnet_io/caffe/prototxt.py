@@ -9,7 +9,7 @@ from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
 from convnet_io.caffe.fork_fields import explain_unknown_field, pick_by_layer_type
-from convnet_io.caffe.plain_net import PlainNet
+from convnet_io.caffe.plain_net import PlainNet, collector_paused
 from convnet_io.caffe.proto import caffe_pb2
 from convnet_io.caffe.prototxt_fast import parse_fast
 from convnet_io.caffe.upgrade_legacy import is_upgrade_needed
@@ -26,13 +26,14 @@ def parse_net_text(text: str, path: str = "<string>", compact: bool = False) -> 
     With ``compact``, a large net may come back as a PlainNet (layers of only names held as
     tuples, for ``build_graph``) when it needs no upgrade."""
     if len(text) > _FAST_FROM:  # protobuf's parser is slow on very large nets; same result
-        if compact:
-            layers: list = []
-            head = parse_fast(text, caffe_pb2.NetParameter(), layers)
-            if head is not None and not is_upgrade_needed(head):
-                return PlainNet(head, layers)
-            del layers, head
-        net = parse_fast(text, caffe_pb2.NetParameter())
+        with collector_paused():
+            if compact:
+                layers: list = []
+                head = parse_fast(text, caffe_pb2.NetParameter(), layers)
+                if head is not None and not is_upgrade_needed(head):
+                    return PlainNet(head, layers)
+                del layers, head
+            net = parse_fast(text, caffe_pb2.NetParameter())
         if net is not None:
             return net
     net = caffe_pb2.NetParameter()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import operator
 import re
-import sys
 from collections.abc import Iterator
 from itertools import chain, groupby, islice, repeat
 from typing import Any
@@ -111,8 +110,8 @@ def parse_fast(text: str, message: Any, layers: list | None = None) -> Any | Non
     parser (``message`` may then be partly filled: the caller starts from a fresh one).
 
     With ``layers`` (a NetParameter only), every layer is appended there in order instead: a
-    layer of only name, type, bottoms and tops as the tuple ``(name, type, bottoms, tops)``, any
-    other as its message (which ``message.layer`` also holds)."""
+    layer of only name, type, bottoms and tops as a tuple (see PlainNet), any other as its
+    message (which ``message.layer`` also holds)."""
     plain = message.DESCRIPTOR.full_name == "caffe.NetParameter"
     # an ASCII text is scanned as bytes: the names come out ready for the wire format
     data = text.encode("ascii") if plain and layers is None and text.isascii() else text
@@ -183,24 +182,20 @@ def _plain_layers(matches: list[re.Match], kinds: list[str], as_bytes: bool) -> 
 
 
 def _plain_tuples(matches: list[re.Match], kinds: list[str]) -> list[tuple]:
-    """(name, type, bottoms, tops) of plain layers (str scan: the text is not ASCII-encoded)."""
+    """Plain layers as PlainNet tuples: (name, type, bottom, top) strings for the common form,
+    (name, type, bottoms, tops) with tuples of names (and None for a name or type not given)
+    for the others."""
     if all(k == "p4" for k in kinds):
-        names, types, bottoms, tops = zip(*map(_GROUPS4, matches))
-        # one string object per type and per blob name: a chain's bottom is the previous top
-        types = map(sys.intern, types)
-        return list(zip(names, types, zip(map(sys.intern, bottoms)), zip(map(sys.intern, tops))))
+        return list(map(_GROUPS4, matches))  # the regex engine's own tuples: nothing per layer here
     return list(map(_plain_tuple, matches))
 
 
 def _plain_tuple(m: re.Match) -> tuple:
     if m.lastgroup == "p4":
-        name, type_, bottom, top = m.group(1, 2, 3, 4)
-        return name, sys.intern(type_), (sys.intern(bottom),), (sys.intern(top),)
+        return m.group(1, 2, 3, 4)
     name, type_, io = m.group(5, 6, 7)
     pairs = _IO_STR.findall(io)
-    return (name, type_ if type_ is None else sys.intern(type_),
-            tuple(sys.intern(v) for f, v in pairs if f == "bottom"),
-            tuple(sys.intern(v) for f, v in pairs if f == "top"))
+    return (name, type_, tuple(v for f, v in pairs if f == "bottom"), tuple(v for f, v in pairs if f == "top"))
 
 
 def _plain_layer(m: re.Match, as_bytes: bool) -> bytes:

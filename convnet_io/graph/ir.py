@@ -10,7 +10,9 @@ an in-place ReLU does not hide the convolution output it overwrote.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import operator
 from functools import cached_property
+from itertools import chain, filterfalse
 from typing import Any
 
 from convnet_io.graph.layers.registry import is_source_type
@@ -129,20 +131,26 @@ class Graph:
     @cached_property
     def read_inputs(self) -> list[str]:
         """Inputs that some layer reads (a label no kept layer uses is left out)."""
-        read = {b for n in self.nodes for b in n.bottoms}
+        read = self._read
         return [v for v in self.inputs if v in read]
 
     @cached_property
     def outputs(self) -> list[str]:
         """Values that no layer reads: what a forward pass returns by default."""
-        read = {b for n in self.nodes for b in n.bottoms}
         source = _source_types()
-        return [t for n in self.nodes if not source[n.type] for t in n.tops if t not in read]
+        computed = [n for n in self.nodes if not source[n.type]]
+        # C loops over the values: a 700k-layer net has 700k of them
+        return list(filterfalse(self._read.__contains__, chain.from_iterable(map(_TOPS, computed))))
+
+    @property
+    def _read(self) -> set[str]:
+        """Every value some node reads."""
+        return set(chain.from_iterable(map(_BOTTOMS, self.nodes)))
 
     @cached_property
     def values(self) -> list[str]:
         """Every value in execution order."""
-        return [t for n in self.nodes for t in n.tops]
+        return list(chain.from_iterable(map(_TOPS, self.nodes)))
 
     def final_value(self, blob: str) -> str:
         """The value a Caffe blob name holds after a forward pass (its last write)."""
@@ -165,6 +173,10 @@ class Graph:
     @property
     def param_count(self) -> int:
         return sum(n.param_count for n in self.nodes)
+
+
+_TOPS = operator.attrgetter("tops")
+_BOTTOMS = operator.attrgetter("bottoms")
 
 
 class _SourceTypes(dict):

@@ -1,6 +1,7 @@
 """Per-layer summary of a graph: output shapes, learnable parameters and multiply-adds."""
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from typing import Any
 
@@ -13,6 +14,7 @@ from convnet_io.terminal import name
 # 700,000-layer chain would print 700,000 lines no one reads (``--json`` still lists every layer).
 TABLE_ROWS = 10_000
 SHOWN_ROWS = 20  # at each end of a long table
+_TYPE = operator.attrgetter("type")
 
 
 def summarize(graph: Graph, all_rows: bool = True) -> dict[str, Any]:
@@ -24,38 +26,40 @@ def summarize(graph: Graph, all_rows: bool = True) -> dict[str, Any]:
     only (the totals still cover every layer) and says how many layers of each type it has.
     """
     batch = _batch_size(graph)
-    nodes, shapes = graph.nodes, graph.shapes
+    nodes, shapes, blob_of = graph.nodes, graph.shapes, graph.blob_of
     long = not all_rows and len(nodes) > TABLE_ROWS
-    keep = range(SHOWN_ROWS, len(nodes) - SHOWN_ROWS) if long else range(0)
-    macs_of: dict[str, Any] = {}  # type -> the spec's macs, or None where it counts none
-    rows = []
-    total_params = total_macs = 0
-    for i, node in enumerate(nodes):
-        type_ = node.type
-        if type_ in macs_of:
-            macs_fn = macs_of[type_]
-        else:
-            spec = get_spec(type_)
-            macs_fn = macs_of[type_] = None if spec is None or _counts_none(spec) else spec.macs
-        macs = 0
-        if macs_fn is not None:
-            macs = macs_fn(node.attrs, [shapes[b] for b in node.bottoms], [shapes[t] for t in node.tops])
-            if batch:
-                macs //= batch
-        params = node.param_count if node.params else 0
-        total_params += params
-        total_macs += macs
-        if i in keep:
-            continue
+    macs_of = {}  # type -> its spec's macs, for the types that count any
+    for type_ in set(map(_TYPE, nodes)):
+        spec = get_spec(type_)
+        if spec is not None and not _counts_none(spec):
+            macs_of[type_] = spec.macs
+
+    def macs(node) -> int:
+        fn = macs_of.get(node.type)
+        if fn is None:
+            return 0
+        n = fn(node.attrs, [shapes[b] for b in node.bottoms], [shapes[t] for t in node.tops])
+        return n // batch if batch else n
+
+    def row(node) -> dict[str, Any]:
         tops = node.tops
-        rows.append({
+        return {
             "name": node.name,
-            "type": type_,
-            "tops": [graph.blob_of[t] for t in tops],
+            "type": node.type,
+            "tops": [blob_of[t] for t in tops],
             "shape": list(shapes[tops[0]]) if tops else [],
-            "params": params,
-            "macs": macs,
-        })
+            "params": node.param_count,
+            "macs": macs(node),
+        }
+
+    if long:  # rows for both ends; the totals from every node
+        rows = [row(n) for n in nodes[:SHOWN_ROWS] + nodes[-SHOWN_ROWS:]]
+        total_params = sum(n.param_count for n in nodes if n.params)
+        total_macs = sum(macs(n) for n in nodes if n.type in macs_of) if macs_of else 0
+    else:
+        rows = [row(n) for n in nodes]
+        total_params = sum(r["params"] for r in rows)
+        total_macs = sum(r["macs"] for r in rows)
     out = {
         "name": graph.name,
         "phase": graph.phase,
@@ -63,12 +67,12 @@ def summarize(graph: Graph, all_rows: bool = True) -> dict[str, Any]:
         "layers": rows,
         "total_params": total_params,
         "total_macs": total_macs,
-        "output_shapes": {graph.blob_of[v]: list(graph.shapes[v]) for v in graph.outputs},
+        "output_shapes": {blob_of[v]: list(shapes[v]) for v in graph.outputs},
     }
     if long:
         out["layer_count"] = len(nodes)
-        out["layer_types"] = dict(Counter(n.type for n in nodes).most_common())
-        out["omitted"] = {"after": SHOWN_ROWS, "count": len(keep)}
+        out["layer_types"] = dict(Counter(map(_TYPE, nodes)).most_common())
+        out["omitted"] = {"after": SHOWN_ROWS, "count": len(nodes) - 2 * SHOWN_ROWS}
     return out
 
 
