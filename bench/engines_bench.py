@@ -38,8 +38,9 @@ NETS = {
 }
 BATCHES = (1, 32)
 STREAMS = "OpenVINO (convnet's session, a stream per core)"
+SPLIT = "OpenVINO trunk + ONNX Runtime InnerProducts (convnet's)"
 ENGINE_OF = {"eager PyTorch": "torch", "torch.compile": "torch.compile", "ONNX Runtime (convnet's session)": "onnxruntime",
-             "OpenVINO (convnet's session)": "openvino", STREAMS: "openvino-streams"}
+             "OpenVINO (convnet's session)": "openvino", STREAMS: "openvino-streams", SPLIT: "openvino+onnxruntime"}
 DEFAULTS = ("ONNX Runtime (default session)", "OpenVINO (default compile_model)")
 
 
@@ -87,6 +88,7 @@ def _build(net, x: np.ndarray, out: str, compile_timeout: int, notes: dict,
     from convnet_io.runtimes.compiled import compile_fetch, run_compiled
     from convnet_io.runtimes.onnxruntime_session import make_session
     from convnet_io.runtimes.openvino_session import OpenVinoSession, openvino_available
+    from convnet_io.runtimes.split_session import SplitSession
 
     v: dict[str, Callable[[], Any]] = {}
     v["eager PyTorch"] = lambda: net.run_values({"data": x}, [out])[out]
@@ -122,6 +124,9 @@ def _build(net, x: np.ndarray, out: str, compile_timeout: int, notes: dict,
         if x.shape[0] > 1:
             ov_streams = OpenVinoSession(model, streams=os.cpu_count())
             v[STREAMS] = lambda: ov_streams.run([out], {"data": x})[0]
+        split = SplitSession(model)
+        if split.head is not None:
+            v[SPLIT] = lambda: split.run([out], {"data": x})[0]
         v["OpenVINO (tuned)"] = _openvino_tuned(core, model, x, out)
     else:
         notes["OpenVINO"] = "not installed (pip install 'convnet[openvino]')"

@@ -1,6 +1,7 @@
 """OpenVINO in throughput mode (``openvino-streams``): the batch split into one slice per stream,
-run concurrently, the slices' outputs joined — the same numbers as the single-stream session — and
-``auto`` running it where the engine table names it (skipped without the ``openvino`` extra)."""
+run concurrently, the slices' outputs joined — the same numbers as the single-stream session; the
+split engine (``openvino+onnxruntime``: OpenVINO's trunk, ONNX Runtime's InnerProduct head); and
+``auto`` running each where the engine table names it (skipped without the ``openvino`` extra)."""
 from __future__ import annotations
 
 import os
@@ -88,3 +89,38 @@ layer { name: "ip1" type: "InnerProduct" bottom: "norm" top: "ip1" inner_product
     got = net.forward({"data": x})["ip1"]
     assert ("onnxruntime", ("ip1",)) in net._ort and not any(str(k[0]).startswith("openvino") for k in net._ort)
     assert rel_err(got, net.run_values({"data": x}, ["ip1"])["ip1"]) <= 1e-5
+
+
+def test_split_session_runs_the_trunk_in_openvino_and_the_head_in_onnxruntime(tmp_path):
+    from convnet_io.onnx_export import export_onnx
+    from convnet_io.runtimes.split_session import SplitSession
+
+    net = _net(tmp_path)
+    x = np.random.default_rng(3).standard_normal((3, 3, 12, 12)).astype(np.float32)
+    split = SplitSession(export_onnx(net.graph, net.blobs()).SerializeToString())
+    assert split.cut == "conv1:1" and split.head is not None  # after the ReLU, before the InnerProduct
+    assert split.get_providers() == ["OpenVINO CPU", "CPUExecutionProvider"]
+    assert [o.name for o in split.get_outputs()] == ["prob"]
+    got = split.run(["prob"], {"data": x})[0]
+    assert rel_err(got, net.run_values({"data": x}, ["prob"])["prob"]) <= 1e-5
+    # a trunk value asked for, or a net without an InnerProduct head: all of it in OpenVINO
+    whole = SplitSession(_model(net))
+    assert whole.head is None
+    assert rel_err(whole.run(["conv1"], {"data": x})[0], net.run_values({"data": x}, ["conv1"])["conv1"]) <= 1e-5
+
+
+def test_auto_runs_the_split_engine_where_the_table_names_it(tmp_path, monkeypatch):
+    from convnet_io.runtimes.split_session import SplitSession
+
+    path = tmp_path / "t.json"
+    engine_table.write_table(path, {"cpu": {"Tiny": {1: "openvino+onnxruntime"}}}, "host", "now")
+    monkeypatch.setenv("CONVNET_ENGINE_TABLE", str(path))
+    monkeypatch.setenv("CONVNET_DISABLE_CUDA", "1")
+    net = _net(tmp_path)
+    x = np.random.default_rng(4).standard_normal((2, 3, 12, 12)).astype(np.float32)
+    got = net.forward({"data": x})["prob"]
+    session, _ = net._ort[("openvino+onnxruntime", ("prob",))]
+    assert isinstance(session, SplitSession) and session.head is not None
+    assert rel_err(got, net.run_values({"data": x}, ["prob"])["prob"]) <= 1e-5
+    blobs = net.forward({"data": x}, blobs=["conv1", "prob"])  # a trunk blob too: all in OpenVINO
+    assert rel_err(blobs["conv1"], net.run_values({"data": x}, ["conv1:1"])["conv1:1"]) <= 1e-5  # after ReLU

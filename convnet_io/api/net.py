@@ -144,9 +144,14 @@ class Net:
 
                 from convnet_io.runtimes.openvino_session import OpenVinoSession
 
-                session = OpenVinoSession(model.SerializeToString(),
-                                          precision="bf16" if self.precision == "bf16" else "f32",
-                                          streams=os.cpu_count() if engine == "openvino-streams" else None)
+                if engine == "openvino+onnxruntime":  # OpenVINO's trunk, ONNX Runtime's InnerProducts
+                    from convnet_io.runtimes.split_session import SplitSession
+
+                    session = SplitSession(model.SerializeToString())
+                else:
+                    session = OpenVinoSession(model.SerializeToString(),
+                                              precision="bf16" if self.precision == "bf16" else "f32",
+                                              streams=os.cpu_count() if engine == "openvino-streams" else None)
             elif self.precision == "int8":
                 session = self._int8_session(model)
             else:

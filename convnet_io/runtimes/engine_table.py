@@ -13,8 +13,10 @@ is not installed, a missing or unreadable table, or a device without an entry gi
 the fastest ready-made engine at small batch in every recorded run so far.
 
 Engines are the backends' names, plus ``openvino-streams``: OpenVINO in throughput mode, one
-stream per core, the batch split between the streams (``OpenVinoSession(streams=...)``); a table
-naming it on a machine without OpenVINO, like one naming ``openvino``, gives ONNX Runtime.
+stream per core, the batch split between the streams (``OpenVinoSession(streams=...)``), and
+``openvino+onnxruntime``: OpenVINO for the convolutional trunk, ONNX Runtime for the InnerProduct
+head (``split_session.py``). A table naming either on a machine without OpenVINO, like one naming
+``openvino``, gives ONNX Runtime.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-ENGINES = ("onnxruntime", "openvino", "openvino-streams", "torch.compile", "torch")
+ENGINES = ("onnxruntime", "openvino", "openvino-streams", "openvino+onnxruntime", "torch.compile", "torch")
 DEFAULT_ENGINE = "onnxruntime"
 TABLE = Path(__file__).with_name("engine_table.json")
 
