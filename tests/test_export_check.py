@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 from helpers import input_layer
 
@@ -150,3 +151,64 @@ def test_convert_to_onnx_checks_once(tmp_path, monkeypatch):
     assert counts == {"sessions": 1, "modules": 1}
     c = convert.convert_to_onnx(path, tmp_path / "net.onnx", device="cpu", static_batch=True)
     assert c.check["ok"] and c.check["batches"] == [1]
+
+
+# -- the reference module over the blobs' arrays ---------------------------------------------------
+AVE = input_layer((1, 3, 8, 8)) + """
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1" convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1" pooling_param { pool: AVE kernel_size: 3 stride: 2 } }
+"""
+
+SHARED = input_layer((1, 3, 8, 8)) + """
+layer { name: "a" type: "Convolution" bottom: "data" top: "a" param { name: "w" } param { name: "b" }
+        convolution_param { num_output: 3 kernel_size: 1 } }
+layer { name: "b" type: "Convolution" bottom: "a" top: "b" param { name: "w" } param { name: "b" }
+        convolution_param { num_output: 3 kernel_size: 1 } }
+"""
+
+
+def _ordinary(graph, blobs):
+    from convnet_io.api.net import Net
+    from convnet_io.torch_model import CaffeModule
+
+    net = Net(graph, CaffeModule(graph), backend="torch")
+    net.set_blobs(blobs)
+    return net
+
+
+@pytest.mark.parametrize("text,over_blobs", [(NET, True), (AVE, False), (SHARED, False)], ids=["lrn", "ave", "shared"])
+def test_reference_module_over_the_blobs(tmp_path, text, over_blobs):
+    """Built over the arrays where the module holds nothing else; the ordinary build otherwise
+    (average pooling's divisors, blobs shared by name); the same outputs either way."""
+    from convnet_io.tools.check_module import holds_meta, module_net, net_over_blobs
+
+    path = tmp_path / "net.prototxt"
+    path.write_text(text)
+    graph = convert._at_batch(load_graph(path), 5)
+    blobs, _ = load_blobs(graph, None, seed=3)
+    fast = net_over_blobs(graph, blobs)
+    assert (fast is not None) == over_blobs
+    net = module_net(graph, blobs)
+    assert not holds_meta(net.module)
+    if over_blobs:  # the blobs are the arrays themselves, not copies
+        w = net.module.caffe_blobs()["conv1"][0]
+        assert w.data_ptr() == blobs["conv1"][0].ctypes.data
+    x = {"data": np.random.default_rng(0).standard_normal((5, 3, 8, 8)).astype(np.float32) * 50}
+    outs = list(graph.outputs)
+    got, want = net.run_values(x, outs), _ordinary(graph, blobs).run_values(x, outs)
+    for name in outs:
+        np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_read_only_blobs_are_copied(written):
+    from convnet_io.tools.check_module import net_over_blobs
+
+    graph, blobs, _, _ = written
+    frozen = {k: [b.copy() for b in v] for k, v in blobs.items()}
+    for v in frozen.values():
+        for b in v:
+            b.flags.writeable = False
+    net = net_over_blobs(graph, frozen)
+    w = net.module.caffe_blobs()["conv1"][0]
+    assert w.data_ptr() != frozen["conv1"][0].ctypes.data
+    np.testing.assert_array_equal(w.numpy(), frozen["conv1"][0])

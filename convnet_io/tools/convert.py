@@ -176,13 +176,10 @@ def _at_batch(graph, batch: int):
 
 
 def _module_net(graph, blobs):
-    """A torch-backed Net over ``graph`` holding ``blobs``."""
-    from convnet_io.api.net import Net
-    from convnet_io.torch_model import CaffeModule
+    """A torch-backed Net over ``graph`` holding ``blobs`` (over their arrays, not copies)."""
+    from convnet_io.tools.check_module import module_net
 
-    net = Net(graph, CaffeModule(graph), backend="torch")
-    net.set_blobs(blobs)
-    return net
+    return module_net(graph, blobs)
 
 
 def _reference(graph, blobs, feeds, parts, outputs, total):
