@@ -202,6 +202,12 @@ class Net:
 
             if openvino_blocker(self.graph):
                 engine = "onnxruntime"
+        if engine == "torch.compile":  # compiling costs seconds to minutes: only a net run repeatedly pays it
+            from convnet_io.runtimes.engine_table import COMPILE_AFTER_CALLS
+
+            calls = self._ort[("calls", batch)] = self._ort.get(("calls", batch), 0) + 1
+            if calls < COMPILE_AFTER_CALLS:
+                return "onnxruntime"
         self._ort[("engine", batch)] = engine
         return engine
 
