@@ -103,6 +103,7 @@ def run(net, images, weights, mean_file, mean_value, labels_file, oversample, to
     subtracted, as Caffe's classify.py does; prints each image's top-k classes."""
     from convnet_io.api import load
     from convnet_io.tools.classify import iter_classify, load_labels
+    from convnet_io.tools.engine_net import keep_freed_memory, load_for_inference
     from convnet_io.tools.preprocess import load_mean, parse_mean_value
 
     if mean_file and mean_value:
@@ -111,7 +112,11 @@ def run(net, images, weights, mean_file, mean_value, labels_file, oversample, to
     labels = load_labels(labels_file) if labels_file else None
     early = None if detect else _start_decoding(net, list(images), mean, oversample, batch_size, workers)
     try:
-        net_obj = load(net, weights=weights, backend=backend)
+        if detect:
+            net_obj = load(net, weights=weights, backend=backend)
+        else:  # the engines' export straight from the weights file, torch only if something needs it
+            keep_freed_memory()
+            net_obj = load_for_inference(net, weights=weights, backend=backend, precision=precision)
     except BaseException:
         if early is not None:
             early.close()

@@ -172,3 +172,25 @@ def test_cli_workers_and_progress(setup):
     assert "image/s" not in plain.stderr  # stderr is no terminal here: no bar by default
     shown = _run(setup, setup["images"], "--progress", "--batch-size", "4")
     assert shown.exit_code == 0 and "image/s" in shown.stderr
+
+
+# -- the net without its torch module ---------------------------------------------------------------
+
+
+def test_engine_net_runs_without_building_the_module(setup):
+    from convnet_io.tools.engine_net import EngineNet, load_for_inference
+
+    d = setup["dir"]
+    x = np.random.default_rng(2).normal(0, 50, (3, 3, 24, 24)).astype(np.float32)
+    plain = convnet_io.load(d / "net.prototxt", weights=d / "w.caffemodel", backend="onnxruntime")
+    fast = load_for_inference(d / "net.prototxt", weights=d / "w.caffemodel", backend="onnxruntime")
+    assert isinstance(fast, EngineNet)
+    got = fast.forward({"data": x}, blobs=["prob"])["prob"]
+    assert fast._module is None  # the engine ran on the weights read straight from the file
+    np.testing.assert_array_equal(got, plain.forward({"data": x}, blobs=["prob"])["prob"])
+    # what only the module computes builds it, from the same weights
+    np.testing.assert_allclose(fast.run_values({"data": x}, ["prob"])["prob"], got, rtol=1e-5, atol=1e-6)
+    assert fast._module is not None
+    assert not isinstance(load_for_inference(d / "net.prototxt", weights=d / "w.caffemodel", backend="torch"),
+                          EngineNet)
+    assert not isinstance(load_for_inference(d / "net.prototxt", backend="auto", precision="int8"), EngineNet)
