@@ -44,7 +44,7 @@ def build_graph(
             _earlier_error(net, state, build.index)
             raise
         if build.auto_tops:  # a bottom may name an automatic top: the order check decides
-            _check_order([_LayerView(lyr) for lyr in filter_layers(net, state)])
+            _check_order(_included(net, state))
     nodes, shapes, blob_of = build.nodes, build.shapes, build.blob_of
     read_layer_files(nodes, shapes, source_path)
     sources = build.sources
@@ -220,7 +220,7 @@ class _Build:
         """``name_k`` with the smallest k no layer of the net and no earlier node has taken (the
         taken names only grow, so the search for one name goes on from where it last stopped)."""
         if self._all_names is None:
-            self._all_names = {lyr.name for lyr in filter_layers(self.net, self.state)}
+            self._all_names = {lyr.name for lyr in _included(self.net, self.state)}
         taken, k = self._all_names, self._next_k.get(name, 1)
         while f"{name}_{k}" in taken or f"{name}_{k}" in self.names:
             k += 1
@@ -244,8 +244,7 @@ def _is_loss(type_: str) -> bool:
 def _earlier_error(net: Any, state: Any, index: int) -> None:
     """Raise the error Caffe's order of checks finds before the one layer ``index`` raised: a
     later layer's include/exclude rules, or the order of the layers."""
-    layers = [_LayerView(lyr) for lyr in filter_layers(net, state)]
-    _check_order(layers)
+    _check_order(_included(net, state))
 
 
 _FLOAT = 4  # bytes of one float32 blob element
@@ -296,6 +295,32 @@ def _auto_top(layer: Any) -> Any:
     out.CopyFrom(msg)
     out.top.append(f"{layer.name}(automatic)")
     return _LayerView(out)
+
+
+def _included(net: Any, state: Any) -> list[Any]:
+    """Views of the layers ``state`` includes (``filter_layers``), where a PlainNet's tuples
+    stay tuples: a 700k-layer net is not turned into 700k messages to report one error."""
+    if not hasattr(net, "messages"):
+        return [_LayerView(lyr) for lyr in filter_layers(net, state)]
+    out = []
+    for layer in net.layer:
+        if type(layer) is tuple:  # names only: no rules, so always included
+            out.append(_TupleView(layer))
+        elif layer_included(layer, state):
+            out.append(_LayerView(layer))
+    return out
+
+
+class _TupleView:
+    """A PlainNet tuple read like a _LayerView (names only)."""
+
+    __slots__ = ("bottom", "name", "top", "type")
+
+    def __init__(self, layer: tuple):
+        name, type_, bottom, top = layer
+        if type(bottom) is str:
+            bottom, top = (bottom,), (top,)
+        self.name, self.type, self.bottom, self.top = name or "", type_ or "", bottom, top
 
 
 class _LayerView:
