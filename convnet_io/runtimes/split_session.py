@@ -58,13 +58,24 @@ def split_model(model, start: int, cut: str):
     return trunk, head_model
 
 
+def _head_session(model_bytes: bytes):
+    """ONNX Runtime on the CPU with its threads not spinning after each run: spinning threads
+    would take the cores from OpenVINO's trunk of the next call."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
 class SplitSession:
     """OpenVINO for the trunk, ONNX Runtime for the InnerProduct head of an ONNX model (bytes)."""
 
     def __init__(self, model_bytes: bytes, streams: int | None = None):
         import onnx
 
-        from convnet_io.runtimes.onnxruntime_session import make_session
         from convnet_io.runtimes.openvino_session import OpenVinoSession
 
         model = onnx.load_from_string(model_bytes)
@@ -80,7 +91,7 @@ class SplitSession:
             return
         trunk, head = split_model(model, *found)
         self.trunk = OpenVinoSession(trunk.SerializeToString(), streams=streams)
-        self.head = make_session(head.SerializeToString(), "cpu")
+        self.head = _head_session(head.SerializeToString())
         self.version = self.trunk.version
 
     def get_inputs(self):
