@@ -71,9 +71,10 @@ def read_text(path: str | Path) -> str:
                          "for binary weights use --weights") from None
 
 
-def read_net_parameter(path: str | Path, compact: bool = False) -> Any:
+def read_net_parameter(path: str | Path, compact: bool = False, text: str | None = None) -> Any:
     """A NetParameter from a text prototxt, or from a binary file (a .caffemodel used as a net);
-    with ``compact``, a large text net may be a PlainNet."""
+    with ``compact``, a large text net may be a PlainNet. ``text``: the file's text, when the
+    caller has read it already."""
     p = Path(path)
     if p.suffix in (".caffemodel", ".binaryproto", ".pb"):
         net = caffe_pb2.NetParameter()
@@ -83,16 +84,16 @@ def read_net_parameter(path: str | Path, compact: bool = False) -> Any:
             raise ConvnetError(f"{path}: not a binary NetParameter: {e}") from None
         pick_by_layer_type(net)  # numbers two forks gave to different fields, read by layer type
         return net
-    return parse_net_text(read_text(p), str(path), compact)
+    return parse_net_text(read_text(p) if text is None else text, str(path), compact)
 
 
-def read_net(path: str | Path, compact: bool = False) -> tuple[Any, list[str]]:
+def read_net(path: str | Path, compact: bool = False, text: str | None = None) -> tuple[Any, list[str]]:
     """An upgraded (V2) NetParameter from a prototxt or binary net, and the upgrade notes. With
     ``compact`` (for ``build_graph`` only), a large net needing no upgrade may be a PlainNet: a
     700k-layer chain then takes a third of the memory."""
     from convnet_io.caffe.upgrade import upgrade_net
 
-    net = read_net_parameter(path, compact)
+    net = read_net_parameter(path, compact, text)
     if isinstance(net, PlainNet):
         if not net.layer:
             raise ConvnetError(f"{path}: no layers found (is this a net definition?)")

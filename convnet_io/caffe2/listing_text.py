@@ -17,6 +17,8 @@ from convnet_io.graph import Shape
 
 def is_caffe2_listing(text: str) -> bool:
     """Caffe2 op listings have ``op: Type (inputs)->(outputs)`` lines."""
+    if "->" not in text:  # one scan in C: a 50 MB prototxt is not split into 700k lines
+        return False
     for line in text.splitlines():
         s = line.strip()
         if s.startswith("op:") and "->" in s:
