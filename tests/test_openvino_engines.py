@@ -118,6 +118,9 @@ def test_auto_runs_the_split_engine_where_the_table_names_it(tmp_path, monkeypat
     monkeypatch.setenv("CONVNET_DISABLE_CUDA", "1")
     net = _net(tmp_path)
     x = np.random.default_rng(4).standard_normal((2, 3, 12, 12)).astype(np.float32)
+    for _ in range(engine_table.COMPILE_AFTER_CALLS - 1):  # a one-shot call: OpenVINO alone, no second session
+        net.forward({"data": x})
+    assert list(k[0] for k in net._ort if len(k) == 2 and isinstance(k[1], tuple)) == ["openvino"]
     got = net.forward({"data": x})["prob"]
     session, _ = net._ort[("openvino+onnxruntime", ("prob",))]
     assert isinstance(session, SplitSession) and session.head is not None

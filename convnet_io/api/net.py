@@ -202,12 +202,12 @@ class Net:
 
             if openvino_blocker(self.graph):
                 engine = "onnxruntime"
-        if engine == "torch.compile":  # compiling costs seconds to minutes: only a net run repeatedly pays it
-            from convnet_io.runtimes.engine_table import COMPILE_AFTER_CALLS
+        from convnet_io.runtimes.engine_table import COMPILE_AFTER_CALLS, SETUP_FALLBACK
 
+        if engine in SETUP_FALLBACK:  # costly to set up: only a net run repeatedly pays it
             calls = self._ort[("calls", batch)] = self._ort.get(("calls", batch), 0) + 1
             if calls < COMPILE_AFTER_CALLS:
-                return "onnxruntime"
+                return SETUP_FALLBACK[engine]
         self._ort[("engine", batch)] = engine
         return engine
 
