@@ -37,6 +37,7 @@ NETS = {
     "ResNet-50": ROOT / "bench" / "resnet50_deploy.prototxt",
 }
 BATCHES = (1, 32)
+TOLERANCE = 1e-5  # max |a - b| / max |b| against the eager module
 STREAMS = "OpenVINO (convnet's session, a stream per core)"
 SPLIT = "OpenVINO trunk + ONNX Runtime InnerProducts (convnet's)"
 ENGINE_OF = {"eager PyTorch": "torch", "torch.compile": "torch.compile", "ONNX Runtime (convnet's session)": "onnxruntime",
@@ -180,7 +181,13 @@ def bench_net(name: str, path: Path, batch: int, quick: bool, compile_timeout: i
            for k, t in times.items()}
     for r in res.values():
         r["images_per_s"] = batch / r["median_s"]
-    fastest = min((k for k in res if k in ENGINE_OF), key=lambda k: res[k]["median_s"])
+    # auto must give the eager module's numbers: the fastest engine within TOLERANCE of eager, or
+    # (where float32 rounding alone moves eager itself that far from the float64 result: deep nets)
+    # no further than TOLERANCE beyond eager's own distance from the float64 result
+    floor = errors64["eager PyTorch"]
+    candidates = [k for k in res if k in ENGINE_OF and (res[k]["max_rel_err_vs_eager"] <= TOLERANCE
+                                                        or res[k]["max_rel_err_vs_float64"] <= floor + TOLERANCE)]
+    fastest = min(candidates, key=lambda k: res[k]["median_s"])  # eager itself always qualifies
     del variants
     gc.collect()
     return {"net": net.graph.name, "batch": batch, "results": res, "fastest_engine": ENGINE_OF[fastest],
@@ -276,7 +283,7 @@ def run(quick: bool = False, compile_timeout: int = 300, write_table: bool = Tru
             r["auto_vs_best_tuned"] >= 0.97
         auto = r["results"]["convnet auto (net.forward)"]
         targets[f"{r['net']} batch {r['batch']}: auto within 1e-5 of the eager module"] = \
-            auto["max_rel_err_vs_eager"] <= 1e-5
+            auto["max_rel_err_vs_eager"] <= TOLERANCE
     return {"rows": rows, "table": str(target), "targets": targets}
 
 
