@@ -5,10 +5,12 @@ The weights go from the caffemodel reader into the file (``onnx_export.writer``)
 only for the ONNX Runtime check, which compares the file against the PyTorch module. The check
 makes one session from the written file for every batch size and runs the module once: one pass
 over the concatenated batches (when every output keeps the batch as its first axis), split back.
+On two cores the work overlaps: torch is imported while the weights are read and written, and ONNX
+Runtime loads and runs the file on a second thread while the module (built over the weights' arrays,
+``check_module``) computes the reference.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +66,7 @@ def convert_to_onnx(net: str | Path, path: str | Path, weights: str | Path | Non
         (graph, blobs), warnings = caffe2, []
     else:
         graph = load_graph(net, input_shapes=input_shapes)
-        if check and not os.environ.get("CONVNET_CHECK_NOPRELOAD"):
+        if check:
             # The check needs torch: its import (mostly loading shared libraries) runs on a second
             # thread while this one reads and writes the weights (system calls that release the GIL).
             preload("torch")
@@ -123,7 +125,7 @@ def validate_file(graph, blobs, path: str | Path, batches=(1, 7), rtol: float = 
 
     runtime = Background(_onnxruntime_outputs, path, device, source, split, name="convnet-check-onnxruntime")
     want, expected = None, None
-    if names and not os.environ.get("CONVNET_CHECK_SERIAL"):
+    if names:
         expected = {k: v for k, v in source.items() if k in names[0]}
         want = _reference(graph, blobs, expected, split(expected), names[1], total)
     provider, session_inputs, outputs, got_parts = runtime.result()
@@ -158,7 +160,7 @@ def _onnxruntime_outputs(path, device: str, source: dict, split):
     from convnet_io.runtimes.onnxruntime_session import make_session
 
     # Runs twice: not worth re-laying out the weights; shares the cores with the module's pass.
-    session = make_session(str(path), device, prepack=False, spin=bool(os.environ.get("CONVNET_CHECK_SERIAL")))
+    session = make_session(str(path), device, prepack=False, spin=False)
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
     parts = split({k: v for k, v in source.items() if k in inputs})
