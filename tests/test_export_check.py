@@ -212,3 +212,27 @@ def test_read_only_blobs_are_copied(written):
     w = net.module.caffe_blobs()["conv1"][0]
     assert w.data_ptr() != frozen["conv1"][0].ctypes.data
     np.testing.assert_array_equal(w.numpy(), frozen["conv1"][0])
+
+
+def test_a_failing_reference_waits_for_onnxruntime(written, monkeypatch):
+    """The module's error is the one raised, once ONNX Runtime's side has ended."""
+    graph, blobs, path, names = written
+    ended = []
+    outputs = convert._onnxruntime_outputs
+
+    def slow(*a, **k):
+        import time
+
+        time.sleep(0.5)
+        result = outputs(*a, **k)
+        ended.append(True)
+        return result
+
+    def broken(*a, **k):
+        raise RuntimeError("the module failed")
+
+    monkeypatch.setattr(convert, "_onnxruntime_outputs", slow)
+    monkeypatch.setattr(convert, "_reference", broken)
+    with pytest.raises(RuntimeError, match="the module failed"):
+        convert.validate_file(graph, blobs, path, device="cpu", names=names)
+    assert ended == [True]

@@ -127,7 +127,11 @@ def validate_file(graph, blobs, path: str | Path, batches=(1, 7), rtol: float = 
     want, expected = None, None
     if names:
         expected = {k: v for k, v in source.items() if k in names[0]}
-        want = _reference(graph, blobs, expected, split(expected), names[1], total)
+        try:
+            want = _reference(graph, blobs, expected, split(expected), names[1], total)
+        except BaseException:
+            runtime.wait()
+            raise
     provider, session_inputs, outputs, got_parts = runtime.result()
     feeds = {k: v for k, v in source.items() if k in session_inputs}
     if want is None or set(feeds) != set(expected) or set(outputs) - set(names[1]):

@@ -31,6 +31,11 @@ class Background:
     def done(self) -> bool:
         return not self._thread.is_alive()
 
+    def wait(self) -> None:
+        """Wait for it to end, whatever it returns or raises (before the caller raises on: the
+        process does not exit under a thread still inside a native library)."""
+        self._thread.join()
+
     def result(self) -> Any:
         self._thread.join()
         if self._error is not None:
