@@ -85,66 +85,65 @@ class _Build:
 
     def layers(self) -> None:
         state, phase = self.state, self.state.phase
-        names, nodes, types = self.names, self.nodes, self._types
+        names, nodes, types, shaped = self.names, self.nodes, self._types, self._shaped
+        current, shapes, blob_of, versions = self.current, self.shapes, self.blob_of, self.versions
+        last_type = last_shape = last_done = None  # a chain repeats one (type, bottom shape)
+        blobs = 0  # float32 values of the tops made here (added to self.blobs)
         for i, msg in enumerate(self.net.layer):
-            self.index = i
-            node = None
-            if type(msg) is tuple:  # a PlainNet's layer of only names
-                name, type_, bottom, top = msg
-                if type(bottom) is not str:  # bottoms and tops as tuples: not always one of each
-                    bottom, top = (bottom[0], top[0]) if len(bottom) == 1 and len(top) == 1 else ("", "")
-                if name and type_ and bottom and name not in names:
-                    node = self._plain_node(msg, name, types.setdefault(type_, type_), bottom, top)
-                if node is None:
-                    msg = layer_message(msg)
+            # a layer of only a name, a type, one bottom and one top: b and t are its blobs
+            b = t = None
+            if type(msg) is tuple:  # a PlainNet's layer
+                name, type_, b, t = msg
+                if type(b) is not str:  # bottoms and tops as tuples: not always one of each
+                    b, t = (b[0], t[0]) if len(b) == 1 and len(t) == 1 else (None, None)
             else:
                 name, type_ = msg.name, msg.type
-                bottom, top = tuple(msg.bottom), tuple(msg.top)
-                if name and type_ and len(bottom) == 1 and len(top) == 1 and name not in names:
+                bottom, top = msg.bottom, msg.top
+                if len(bottom) == 1 and len(top) == 1:
                     b, t = bottom[0], top[0]
-                    # only name, type, one bottom and one top are set (every other field adds bytes)
-                    if msg.ByteSize() == len(name) + len(type_) + len(b) + len(t) + 8:
-                        node = self._plain_node(msg, name, types.setdefault(type_, type_), b, t)
-            if node is not None:
-                nodes.append(node)
-            elif layer_included(msg, state):
+                    # nothing else is set: every other field would add bytes
+                    if msg.ByteSize() != len(name) + len(type_) + len(b) + len(t) + 8:
+                        b = None
+            if b and name and type_ and name not in names:
+                bvid = current.get(b)
+                if bvid is not None:
+                    type_ = types.setdefault(type_, type_)  # one string object per type
+                    bshape = shapes[bvid]
+                    if type_ is not last_type or bshape is not last_shape:
+                        last_done = shaped.get((type_, bshape), False)
+                        if last_done is False:
+                            last_done = shaped[type_, bshape] = self._shape_plain(msg, type_, bshape)
+                        last_type, last_shape = type_, bshape
+                    # shared: attributes, top shape and weights of every such layer; a top
+                    # already written is only taken in place (the general path raises otherwise)
+                    if last_done is not None and (t == b or t not in current):
+                        attrs, tshape, params, size, loss = last_done
+                        if t == b:  # in place; a first write has no entry in versions
+                            version = versions[t] = versions.get(t, 0) + 1
+                            vid = value_id(t, version)
+                        else:
+                            vid = t
+                        current[t] = vid
+                        shapes[vid] = tshape
+                        blob_of[vid] = t
+                        names.add(name)
+                        blobs += size
+                        if params:
+                            self.params += sum(_count(p[0]) for p in params)
+                            params = [ParamSpec(*p) for p in params]
+                        else:
+                            params = NO_ITEMS
+                        # positional, in Node's field order: keywords cost twice the call's time
+                        nodes.append(Node(name, type_, [bvid], [vid], attrs, params,
+                                          [1.0] if loss else NO_ITEMS, NO_ITEMS))
+                        continue
+            self.index = i
+            self.blobs, blobs = self.blobs + blobs, 0
+            if type(msg) is tuple:
+                msg = layer_message(msg)
+            if layer_included(msg, state):
                 self._node(_LayerView(msg), phase)
-
-    def _plain_node(self, msg: Any, name: str, type_: str, b: str, t: str) -> Node | None:
-        """The node of a one-bottom one-top layer with nothing but names, or None to take the
-        general path (which also raises any error)."""
-        current, shapes = self.current, self.shapes
-        bvid = current.get(b)
-        if bvid is None:
-            return None
-        bshape = shapes[bvid]
-        done = self._shaped.get((type_, bshape), False)
-        if done is False:
-            done = self._shaped[type_, bshape] = self._shape_plain(msg, type_, bshape)
-        if done is None:
-            return None
-        attrs, tshape, params, size, loss = done
-        if t in current:
-            if t != b:
-                return None
-            # a blob's first write has no entry in versions (most blobs are written once)
-            version = self.versions[t] = self.versions.get(t, 0) + 1
-            vid = value_id(t, version)
-        else:
-            vid = t
-        current[t] = vid
-        shapes[vid] = tshape
-        self.blob_of[vid] = t
-        self.names.add(name)
-        self.blobs += size
-        if params:
-            self.params += sum(_count(p[0]) for p in params)
-            params = [ParamSpec(*p) for p in params]
-        else:
-            params = NO_ITEMS
-        # positional: Node's field order (name, type, bottoms, tops, attrs, params, loss weights,
-        # propagate_down); keywords cost twice the time of the call on 700k layers
-        return Node(name, type_, [bvid], [vid], attrs, params, [1.0] if loss else NO_ITEMS, NO_ITEMS)
+        self.blobs += blobs
 
     def _shape_plain(self, msg: Any, type_: str, bshape: Shape) -> tuple | None:
         """What every plain (type, bottom shape) layer shares, or None when the general path must
