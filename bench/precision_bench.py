@@ -141,6 +141,51 @@ def real_looking(n: int, seed: int, size: int) -> np.ndarray:
     return out
 
 
+KINDS = (("convolution", ("Conv", "QLinearConv", "Convolution", "GroupConvolution")),
+         ("inner product", ("Gemm", "FusedGemm", "QGemm", "MatMul", "FullyConnected", "FullyConnectedQuantizedLegacy")),
+         ("LRN", ("LRN", "Lrn")), ("pooling", ("MaxPool", "AveragePool", "NhwcMaxPool", "Pooling")),
+         ("layout and (de)quantize", ("Reorder", "ReorderInput", "ReorderOutput", "Transpose", "QuantizeLinear",
+                                      "DequantizeLinear", "FakeQuantize", "Convert")))
+
+
+def _kind(op: str) -> str:
+    return next((k for k, ops in KINDS if op in ops or op.split("_")[0] in ops), "other")
+
+
+def layer_profile(path: Path, x: np.ndarray, engine: str, runs: int = 2) -> dict[str, float]:
+    """Milliseconds per call spent in each kind of layer (convolution, inner product, LRN, ...),
+    from the engine's own profiler: ONNX Runtime's session profiling, OpenVINO's PERF_COUNT."""
+    totals: dict[str, float] = {}
+    if engine == "openvino":
+        import openvino as ov
+
+        core = ov.Core()
+        compiled = core.compile_model(core.read_model(str(path)), "CPU",
+                                      {"INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True})
+        request = compiled.create_infer_request()
+        for _ in range(runs):
+            request.infer({0: x})
+        for info in request.profiling_info:  # the last call's
+            kind = _kind(info.node_type)
+            totals[kind] = totals.get(kind, 0.0) + info.real_time.total_seconds() * 1000
+        return totals
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="convnet-profile-") as tmp:
+        opts = ort.SessionOptions()
+        opts.enable_profiling, opts.log_severity_level = True, 3
+        opts.profile_file_prefix = str(Path(tmp) / "profile")
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        for _ in range(runs + 1):
+            session.run(None, {"data": x})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            kind = _kind(e["args"].get("op_name", ""))
+            totals[kind] = totals.get(kind, 0.0) + e["dur"] / 1000 / (runs + 1)
+    return totals
+
+
 def bench_speed(name: str, path: Path, quick: bool, batch: int = 32) -> dict[str, Any]:
     from bench.engines_bench import seeded_net
     from convnet_io.onnx_export.writer import export_to_file
@@ -168,6 +213,13 @@ def bench_speed(name: str, path: Path, quick: bool, batch: int = 32) -> dict[str
             sessions["int8 OpenVINO"] = int8_session(str(int8), engine="openvino")
         blobs = [v for n in net.graph.nodes for v in n.tops]
         errors = layer_errors(fp32, int8, {"data": x[:8]}, blobs) if not quick or name == "AlexNet" else {}
+        profile = {}
+        if name == "AlexNet":
+            log("[precision] AlexNet: time per kind of layer from each engine's profiler")
+            for p, label in ((fp32, "fp32"), (int8, "int8")):
+                for e, ename in (("onnxruntime", "ONNX Runtime"), ("openvino", "OpenVINO")):
+                    if e == "onnxruntime" or openvino_available():
+                        profile[f"{label} {ename}"] = layer_profile(p, x[:batch], e)
     outs = {k: np.concatenate([s.run(None, {"data": x[i:i + batch]})[0].reshape(len(x[i:i + batch]), -1)
                                for i in range(0, len(x), batch)]) for k, s in sessions.items()}
     feed = {"data": x[:batch]}
@@ -194,8 +246,9 @@ def bench_speed(name: str, path: Path, quick: bool, batch: int = 32) -> dict[str
     return {"net": name, "batch": batch, "results": res, "int8_engine": int8_key, "fastest_fp32": fp32_best,
             "int8_speedup": ratio, "same_engine_speedup": same, "top1_agreement": agree, "agreement_inputs": len(x),
             "top5_contains_fp32_top1": top5, "fp32_top1_agreement_under_1_grey_level_noise": noise_agree,
-            "kernels": kernels, "layer_errors": errors, "others_cores": mon.others(),
-            "targets": {f"{name} batch {batch}: int8 ({int8_key}) at least 2x the fastest fp32 ({fp32_best})": ratio >= 2.0,
+            "kernels": kernels, "layer_errors": errors, "profile": profile, "others_cores": mon.others(),
+            "targets": {f"{name} batch {batch}: int8 on {int8_key[5:]} at least 2x the fastest fp32 engine "
+                        f"({fp32_best[5:]})": ratio >= 2.0,
                         f"{name}: int8 top-1 agreement with fp32 at least 99 % ({len(x)} image crops)":
                             agree[int8_key] >= 0.99}}
 
@@ -242,6 +295,17 @@ def markdown(res: dict[str, Any]) -> str:
                    f"{ms('int8 OpenVINO')} | **{s['int8_speedup']:.2f}x** | {same} | "
                    f"{100 * s['top1_agreement'][s['int8_engine']]:.1f}% | {s['others_cores']:.2f} cores |")
     out.append("")
+    for s in res["speed"]:
+        if s.get("profile"):
+            prof = s["profile"]
+            kinds = [k for k, _ in KINDS] + ["other"]
+            out += [f"{s['net']} batch {s['batch']}, ms per call in each kind of layer (the engines' profilers; the "
+                    "int8 models keep LRN in fp32):", "",
+                    "| layers | " + " | ".join(prof) + " |", "|---|" + "---:|" * len(prof)]
+            for k in kinds:
+                out.append(f"| {k} | " + " | ".join(f"{v.get(k, 0.0):.0f}" for v in prof.values()) + " |")
+            out.append("| total | " + " | ".join(f"{sum(v.values()):.0f}" for v in prof.values()) + " |")
+            out.append("")
     for s in res["speed"]:
         if s["kernels"]:
             out.append(f"{s['net']}: OpenVINO runs " + ", ".join(f"{k} {v}" for k, v in s["kernels"].items()) + ".")

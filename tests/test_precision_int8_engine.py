@@ -135,3 +135,19 @@ def test_bf16_refused_in_one_line_on_a_cpu_without_it(models, monkeypatch):
         r = CliRunner().invoke(cli, cmd + ["--precision", "bf16"], catch_exceptions=False)
         lines = r.stderr.strip().splitlines()
         assert r.exit_code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "AVX512-BF16" in lines[0], r.stderr
+
+
+def test_softmax_and_the_outputs_stay_float(tmp_path):
+    (tmp_path / "net.prototxt").write_text(NET + 'layer { name: "prob" type: "Softmax" bottom: "ip1" top: "prob" }\n')
+    net = convnet_io.load(tmp_path / "net.prototxt", seed=3, backend="torch")
+    fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    export_to_file(net.graph, net.blobs(), fp32)
+    assert precision.kept_in_float(fp32) == ["prob", "ip1"]  # the Softmax and the classifier it reads
+    precision.quantize_int8(fp32, int8, "data", images(32, seed=1))
+    quantized = {n.input[0] for n in onnx.load(str(int8)).graph.node if n.op_type == "QuantizeLinear"}
+    assert "pool1" in quantized and not quantized & {"ip1", "prob"}  # logits and probabilities not on 256 levels
+    x = images(64, seed=8)
+    want = make_session(str(fp32), "cpu").run(None, {"data": x})[0]
+    got = precision.int8_session(str(int8), net.graph).run(None, {"data": x})[0]
+    off_grid = np.abs(got * 255 - np.round(got * 255)) > 1e-3  # not on a uint8 output's 256 levels
+    assert off_grid.mean() > 0.1 and (got.argmax(1) == want.argmax(1)).mean() >= 0.95
