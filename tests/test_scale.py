@@ -109,10 +109,10 @@ def test_compact_reading_gives_the_same_errors(tmp_path):
     bad = [
         'layer { name: "a" type: "ReLU" bottom: "nowhere" top: "a" }\n',
         'layer { name: "a" type: "ReLU" bottom: "b" top: "a" }\nlayer { name: "b" type: "ReLU" bottom: "data" top: "b" }\n',
-        'layer { name: "a" type: "Nope" bottom: "data" top: "a" }\nlayer { name: "b" type: "ReLU" bottom: "x" top: "b" }\n'
-        'layer { name: "c" type: "ReLU" bottom: "data" top: "x" }\n',
-        'layer { name: "a" type: "Nope" bottom: "data" top: "a" }\n'
-        'layer { name: "b" type: "ReLU" bottom: "data" top: "b" include { phase: TEST } exclude { phase: TRAIN } }\n',
+        ('layer { name: "a" type: "Nope" bottom: "data" top: "a" }\nlayer { name: "b" type: "ReLU" bottom: "x" top: "b" }\n'
+         'layer { name: "c" type: "ReLU" bottom: "data" top: "x" }\n'),
+        ('layer { name: "a" type: "Nope" bottom: "data" top: "a" }\n'
+         'layer { name: "b" type: "ReLU" bottom: "data" top: "b" include { phase: TEST } exclude { phase: TRAIN } }\n'),
         'layer { name: "a" type: "ReLU" bottom: "data" top: "a" }\nlayer { name: "b" type: "ReLU" bottom: "a" top: "data" }\n',
         'layer { name: "a" type: "Convolution" bottom: "data" top: "a" }\n',
     ]

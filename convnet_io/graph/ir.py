@@ -9,8 +9,8 @@ an in-place ReLU does not hide the convolution output it overwrote.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import operator
+from dataclasses import dataclass, field
 from functools import cached_property
 from itertools import chain, filterfalse
 from typing import Any
