@@ -206,3 +206,39 @@ def test_the_table_of_a_huge_net_shows_both_ends(tmp_path):
     assert lines[3 + SHOWN_ROWS] == f"... {TABLE_ROWS + 5 - 2 * SHOWN_ROWS:,} more layers ..."
     assert f"layers: {TABLE_ROWS + 5:,} (ReLU {TABLE_ROWS + 4:,}, Input 1)" in table
     assert lines[-1] == f"outputs: r{TABLE_ROWS + 4} 1×4"
+
+
+def test_every_seed_net_builds_the_same_through_the_large_net_paths(monkeypatch):
+    """Every prototxt of the repository and of ../shared/caffe-models, read as if it were huge
+    (the wire-bytes path and the PlainNet path) builds the graph, or raises the error, that
+    protobuf's own parser gives, in both phases."""
+    from pathlib import Path
+
+    from convnet_io.caffe import prototxt
+    from convnet_io.caffe.plain_net import PlainNet
+    from convnet_io.caffe.upgrade import upgrade_net
+    from convnet_io.errors import ConvnetError
+
+    root = Path(__file__).resolve().parent.parent
+    files = sorted([*root.glob("prototxt/**/*.prototxt"), *root.glob("tests/**/*.prototxt"),
+                    *(root.parent / "shared" / "caffe-models").glob("**/*.prototxt")])
+    assert len(files) > 20
+    plain = 0
+    for f in files:
+        text = f.read_text()
+        for phase in ("TEST", "TRAIN"):
+            got = {}
+            for mode, fast_from, compact in (("protobuf", 10**12, False), ("wire", 0, False), ("plain", 0, True)):
+                monkeypatch.setattr(prototxt, "_FAST_FROM", fast_from)
+                try:
+                    net = prototxt.parse_net_text(text, str(f), compact=compact)
+                    if isinstance(net, PlainNet):
+                        plain += 1
+                    else:
+                        upgrade_net(net)
+                    g = build_graph(net, phase=phase, source_path=str(f))
+                    got[mode] = (g.nodes, g.shapes, g.blob_of, g.notices)
+                except (ConvnetError, ValueError) as e:
+                    got[mode] = str(e)
+            assert got["wire"] == got["protobuf"] and got["plain"] == got["protobuf"], (f, phase)
+    assert plain > len(files) // 2
