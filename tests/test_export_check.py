@@ -176,10 +176,10 @@ def _ordinary(graph, blobs):
     return net
 
 
-@pytest.mark.parametrize("text,over_blobs", [(NET, True), (AVE, False), (SHARED, False)], ids=["lrn", "ave", "shared"])
+@pytest.mark.parametrize("text,over_blobs", [(NET, True), (AVE, True), (SHARED, False)], ids=["lrn", "ave", "shared"])
 def test_reference_module_over_the_blobs(tmp_path, text, over_blobs):
-    """Built over the arrays where the module holds nothing else; the ordinary build otherwise
-    (average pooling's divisors, blobs shared by name); the same outputs either way."""
+    """Built over the arrays (average pooling keeps the divisors its constructor computes); the
+    ordinary build where blobs are shared by name; the same outputs either way."""
     from convnet_io.tools.check_module import holds_meta, module_net, net_over_blobs
 
     path = tmp_path / "net.prototxt"
@@ -236,3 +236,24 @@ def test_a_failing_reference_waits_for_onnxruntime(written, monkeypatch):
     with pytest.raises(RuntimeError, match="the module failed"):
         convert.validate_file(graph, blobs, path, device="cpu", names=names)
     assert ended == [True]
+
+
+def test_a_module_keeping_another_meta_tensor_is_found():
+    import torch
+
+    from convnet_io.tools.check_module import holds_meta
+
+    class Keeps(torch.nn.Module):
+        def __init__(self, where):
+            super().__init__()
+            t = torch.zeros(3, device="meta")
+            if where == "attribute":
+                self.t = t
+            elif where == "list":
+                self.ts = [torch.ones(1), t]
+            elif where == "buffer":
+                self.register_buffer("t", t, persistent=False)
+
+    for where in ("attribute", "list", "buffer"):
+        assert holds_meta(torch.nn.Sequential(Keeps(where))), where
+    assert not holds_meta(torch.nn.Sequential(Keeps("nowhere"), torch.nn.Linear(2, 2)))

@@ -2,11 +2,10 @@
 
 ``CaffeModule(graph)`` allocates every blob as zeros and ``Net.set_blobs`` copies the weights in:
 for AlexNet 61 M parameters written twice (a quarter of a second of page faults and copies) for a
-module that runs once. Here the module is built on torch's meta device (shapes, no memory) and each
-Caffe blob becomes a tensor over the NumPy array the caffemodel reader filled. The computation is
-the same module's; only where its weights live differs. A module that holds any other tensor (a
-buffer its constructor computes, such as average pooling's divisors) or shares blobs by ParamSpec
-name is built the ordinary way.
+module that runs once. Here the module is built with its blobs on torch's meta device (shapes, no
+memory) and each Caffe blob becomes a tensor over the NumPy array the caffemodel reader filled. The
+computation is the same module's; only where its weights live differs. A module left holding any
+meta tensor that is not a Caffe blob, or sharing blobs by ParamSpec name, is built the ordinary way.
 """
 from __future__ import annotations
 
@@ -15,6 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from convnet_io.api.net import Net
 from convnet_io.torch_model import CaffeModule
@@ -35,7 +35,7 @@ def net_over_blobs(graph, blobs: Mapping[str, list[np.ndarray]]) -> Net | None:
     if any(spec.share_name for node in graph.nodes for spec in node.params):
         return None  # one tensor for several layers' blobs: set_blobs' copies keep that right
     try:
-        with torch.device("meta"):
+        with _ZerosOnMeta():
             module = CaffeModule(graph)
         targets = module.caffe_blobs()
         if set(targets) != set(blobs) or any(len(targets[k]) != len(v) for k, v in blobs.items()):
@@ -55,6 +55,18 @@ def net_over_blobs(graph, blobs: Mapping[str, list[np.ndarray]]) -> Net | None:
     if holds_meta(module):
         return None
     return Net(graph, module, backend="torch")
+
+
+class _ZerosOnMeta(TorchFunctionMode):
+    """``torch.zeros`` (how converters allocate Caffe blobs) on the meta device; everything else as
+    usual. (All of torch on meta would send a constructor's arange or clamp through torch's Python
+    reference implementations: a second of imports the first time.)"""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.zeros:
+            kwargs = {**kwargs, "device": "meta"}
+        return func(*args, **kwargs)
 
 
 def holds_meta(module: nn.Module) -> bool:
