@@ -218,6 +218,7 @@ def test_every_seed_net_builds_the_same_through_the_large_net_paths(monkeypatch)
     from convnet_io.caffe.plain_net import PlainNet
     from convnet_io.caffe.upgrade import upgrade_net
     from convnet_io.errors import ConvnetError
+    from convnet_io.graph import Graph
 
     root = Path(__file__).resolve().parent.parent
     files = sorted([*root.glob("prototxt/**/*.prototxt"), *root.glob("tests/**/*.prototxt"),
@@ -237,7 +238,8 @@ def test_every_seed_net_builds_the_same_through_the_large_net_paths(monkeypatch)
                     else:
                         upgrade_net(net)
                     g = build_graph(net, phase=phase, source_path=str(f))
-                    got[mode] = (g.nodes, g.shapes, g.blob_of, g.notices)
+                    got[mode] = (g.nodes, g.shapes, g.blob_of, g.notices, g.outputs)
+                    assert g.outputs == Graph.outputs.func(g)  # the builder's equals the property's
                 except (ConvnetError, ValueError) as e:
                     got[mode] = str(e)
             assert got["wire"] == got["protobuf"] and got["plain"] == got["protobuf"], (f, phase)

@@ -54,8 +54,12 @@ def build_graph(
                            f"(its inputs: {', '.join(sorted(sources)) or 'none'})")
     check_memory(name_escape(source_path or net.name or "net"), (build.blobs + build.params) * _FLOAT,
                  f"{build.blobs:,} blob and {build.params:,} weight float32 values")
-    return Graph(name=net.name, phase=state.phase, nodes=nodes, shapes=shapes, blob_of=blob_of,
-                 notices=notes, source_path=source_path)
+    graph = Graph(name=net.name, phase=state.phase, nodes=nodes, shapes=shapes, blob_of=blob_of,
+                  notices=notes, source_path=source_path)
+    # the values no layer reads, known from the pass (each value is read only after its write):
+    # Graph.outputs would look up every value of a 700k-layer net in a set of all of them
+    graph.__dict__["outputs"] = list(build.unread)
+    return graph
 
 
 class _Build:
@@ -73,6 +77,7 @@ class _Build:
         self.nodes: list[Node] = []
         self.names: set[str] = set()
         self.sources: set[str] = set()
+        self.unread: dict[str, None] = {}  # values of non-source layers no layer has read yet, in order
         self.blobs = self.params = 0  # float32 values of all tops and all weights
         self.budget = memory_budget()
         self.index = -1
@@ -86,7 +91,7 @@ class _Build:
     def layers(self) -> None:
         state, phase = self.state, self.state.phase
         names, nodes, types, shaped = self.names, self.nodes, self._types, self._shaped
-        current, shapes, blob_of, versions = self.current, self.shapes, self.blob_of, self.versions
+        current, shapes, blob_of, versions, unread = self.current, self.shapes, self.blob_of, self.versions, self.unread
         last_type = last_shape = last_done = None  # a chain repeats one (type, bottom shape)
         blobs = 0  # float32 values of the tops made here (added to self.blobs)
         for i, msg in enumerate(self.net.layer):
@@ -126,6 +131,8 @@ class _Build:
                         current[t] = vid
                         shapes[vid] = tshape
                         blob_of[vid] = t
+                        unread.pop(bvid, None)
+                        unread[vid] = None
                         names.add(name)
                         blobs += size
                         if params:
@@ -212,8 +219,12 @@ class _Build:
             self.blobs += _count(shapes[t])
         for p in node.params:
             self.params += _count(p.shape)
+        for b in node.bottoms:
+            self.unread.pop(b, None)
         if node.is_source:
             self.sources.update(blob_of[t] for t in tops)
+        else:
+            self.unread.update(dict.fromkeys(tops))
 
     def _unique_name(self, name: str) -> str:
         """``name_k`` with the smallest k no layer of the net and no earlier node has taken (the
