@@ -43,6 +43,12 @@ def _run_rank(rank: int, world_size: int, opts: TrainOptions, results: Any = Non
 
 def _spawned(rank: int, world_size: int, opts: TrainOptions, port: int, results: Any) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    if "OMP_NUM_THREADS" not in os.environ:
+        # N processes on one machine share its cores: N x all-cores intra-op threads would
+        # oversubscribe them (each thread pool spinning while the others' threads hold the cores).
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // world_size))
     _run_rank(rank, world_size, opts, results)
 
 

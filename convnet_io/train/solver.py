@@ -233,9 +233,20 @@ class CaffeSolver:
         self.iteration = 0
         self.current_step = 0
         self.clear_diffs_after_update = True
+        # ``convnet train``: a cleared diff is dropped (None, which reads as zero) rather than
+        # zeroed, so the next backward stores its gradient instead of adding it to zeros.
+        self.drop_diffs_after_update = False
         per_blob = 2 if self.type in ("Adam", "AdaDelta") else 1
         self._history = [torch.zeros_like(b.tensor, memory_format=torch.contiguous_format)
                          for _ in range(per_blob) for b in self.blobs]
+
+    def match_layout(self) -> None:
+        """History blobs in their learnable blob's memory format (after the net went channels-last),
+        so the update's element-wise ops run on like-strided tensors."""
+        n = len(self.blobs)
+        with torch.no_grad():
+            self._history = [torch.empty_like(self.blobs[j % n].tensor).copy_(h)
+                             for j, h in enumerate(self._history)]
 
     # -- scalars in Caffe's Dtype ------------------------------------------
     def _d(self, x: float) -> float:
@@ -333,20 +344,31 @@ class CaffeSolver:
             self._clip(grads)
             iter_size = int(self.param.iter_size)
             norm = self._d(self._np(1) / self._np(iter_size))
+            # SGD's update is its history blob; when nobody reads the diff afterwards it is not
+            # copied there first (one pass over every weight less).
+            direct = self.type == "SGD" and self.clear_diffs_after_update
+            updates = []
             for i, (blob, g) in enumerate(zip(self.blobs, grads)):
                 if iter_size != 1:
                     g.mul_(norm)
                 self._regularize(blob, g)
                 local_rate = self._d(self._np(rate) * self._np(blob.lr_mult))
-                self._compute_update(i, g, local_rate)
-            for blob, g in zip(self.blobs, grads):
-                blob.tensor.sub_(g)
+                if direct:
+                    updates.append(self._history[i].mul_(self._d(self.param.momentum)).add_(g, alpha=local_rate))
+                else:
+                    self._compute_update(i, g, local_rate)
+                    updates.append(g)
+            for blob, u in zip(self.blobs, updates):
+                blob.tensor.sub_(u)
             # pycaffe clears the diffs when the next step starts instead, so that a script sees
             # the update in them afterwards, as in Caffe.
             if self.clear_diffs_after_update:
                 for blob in self.blobs:
                     if blob.tensor.grad is not None:
-                        blob.tensor.grad.zero_()
+                        if self.drop_diffs_after_update:
+                            blob.tensor.grad = None
+                        else:
+                            blob.tensor.grad.zero_()
         self.iteration += 1
         return rate
 

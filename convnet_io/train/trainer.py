@@ -84,6 +84,7 @@ class Trainer:
         self.watch_values: list[str] = []
         self.on_forward = None
         self.items_per_batch = self.train_graph.shapes[self.train_graph.inputs[0]][0] if self.train_graph.inputs else 1
+        self._fast_cpu = False
         if opts.resume:
             self._resume(opts.resume)
 
@@ -155,6 +156,23 @@ class Trainer:
             except ValueError:  # not the main thread
                 pass
         return previous
+
+    def use_fast_cpu_settings(self) -> None:
+        """``convnet train`` on a CPU: freed memory kept by the allocator, channels-last blobs
+        where the whole net handles them (train/speed.py); the numbers stay the same. pycaffe
+        scripts, which see the blobs as NumPy arrays, keep NCHW."""
+        from convnet_io.train.speed import channels_last_fits, keep_freed_memory, to_channels_last
+
+        if self.device.type != "cpu" or self._fast_cpu:
+            return
+        self._fast_cpu = True
+        keep_freed_memory()
+        self.solver.drop_diffs_after_update = True
+        if channels_last_fits(self.train_graph) and (self.test_graph is None or channels_last_fits(self.test_graph)):
+            to_channels_last(self.module)
+            if self.test_module is not None:
+                to_channels_last(self.test_module)
+            self.solver.match_layout()
 
     def _to_device(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device, non_blocking=True) for k, v in feeds.items()}
@@ -231,7 +249,7 @@ class Trainer:
         it = self.solver.iteration
         model_path, state_path = snapshot_paths(self.prefix, it)
         model_path.parent.mkdir(parents=True, exist_ok=True)
-        blobs = {k: [t.detach().cpu().numpy() for t in v] for k, v in self.module.caffe_blobs().items()}
+        blobs = {k: [t.detach().cpu().contiguous().numpy() for t in v] for k, v in self.module.caffe_blobs().items()}
         write_caffemodel(model_path, layer_blobs(self.train_graph, blobs), net_name=self.train_graph.name)
         log(f"Snapshotting to binary proto file {model_path}")
         state = self.solver.to_state(learned_net=str(model_path))
@@ -251,6 +269,8 @@ class Trainer:
                 f"{'es' if self.world_size > 1 else ''}), solver {p.type or 'SGD'}, "
                 f"{len(self.solver.blobs)} learnable blobs")
         iter_size = max(p.iter_size, 1)
+        if self.train_feeds is None:
+            self.use_fast_cpu_settings()
         feeds_iter = self.train_feeds if self.train_feeds is not None else \
             iter(self._feeder(self.train_graph, "TRAIN", start_batch=self.solver.iteration * iter_size))
         losses: deque[float] = deque(maxlen=max(p.average_loss, 1))
