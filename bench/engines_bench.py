@@ -107,28 +107,39 @@ def _build(net, x: np.ndarray, out: str, compile_timeout: int, notes: dict,
     except (Timeout, Exception) as e:  # noqa: BLE001  (reported, not fatal)
         notes["torch.compile"] = f"skipped: {type(e).__name__}: {str(e)[:160]}"
     model = export_onnx(net.graph, net.blobs()).SerializeToString()
-    ort_convnet = make_session(model, "cpu")
-    ort_default = _session(model, tuned=False)
-    ort_tuned = _session(model, tuned=True)
-    v["ONNX Runtime (convnet's session)"] = lambda: ort_convnet.run([out], {"data": x})[0]
-    v["ONNX Runtime (default session)"] = lambda: ort_default.run([out], {"data": x})[0]
-    v["ONNX Runtime (tuned session)"] = lambda: ort_tuned.run([out], {"data": x})[0]
+
+    def want(k: str) -> bool:
+        return only is None or k in only
+
+    if want("ONNX Runtime (convnet's session)"):
+        ort_convnet = make_session(model, "cpu")
+        v["ONNX Runtime (convnet's session)"] = lambda: ort_convnet.run([out], {"data": x})[0]
+    if want("ONNX Runtime (default session)"):
+        ort_default = _session(model, tuned=False)
+        v["ONNX Runtime (default session)"] = lambda: ort_default.run([out], {"data": x})[0]
+    if want("ONNX Runtime (tuned session)"):
+        ort_tuned = _session(model, tuned=True)
+        v["ONNX Runtime (tuned session)"] = lambda: ort_tuned.run([out], {"data": x})[0]
     if openvino_available():
         import openvino as ov
 
-        ov_convnet = OpenVinoSession(model)
         core = ov.Core()
-        ov_default = core.compile_model(core.read_model(model), "CPU")
-        req = ov_default.create_infer_request()
-        v["OpenVINO (convnet's session)"] = lambda: ov_convnet.run([out], {"data": x})[0]
-        v["OpenVINO (default compile_model)"] = lambda: req.infer({"data": x})[ov_default.output(out)]
-        if x.shape[0] > 1:
+        if want("OpenVINO (convnet's session)"):
+            ov_convnet = OpenVinoSession(model)
+            v["OpenVINO (convnet's session)"] = lambda: ov_convnet.run([out], {"data": x})[0]
+        if want("OpenVINO (default compile_model)"):
+            ov_default = core.compile_model(core.read_model(model), "CPU")
+            req = ov_default.create_infer_request()
+            v["OpenVINO (default compile_model)"] = lambda: req.infer({"data": x})[ov_default.output(out)]
+        if x.shape[0] > 1 and want(STREAMS):
             ov_streams = OpenVinoSession(model, streams=os.cpu_count())
             v[STREAMS] = lambda: ov_streams.run([out], {"data": x})[0]
-        split = SplitSession(model)
-        if split.head is not None:
-            v[SPLIT] = lambda: split.run([out], {"data": x})[0]
-        v["OpenVINO (tuned)"] = _openvino_tuned(core, model, x, out)
+        if want(SPLIT):
+            split = SplitSession(model)
+            if split.head is not None:
+                v[SPLIT] = lambda: split.run([out], {"data": x})[0]
+        if want("OpenVINO (tuned)"):
+            v["OpenVINO (tuned)"] = _openvino_tuned(core, model, x, out)
     else:
         notes["OpenVINO"] = "not installed (pip install 'convnet[openvino]')"
     return v
