@@ -299,8 +299,8 @@ def markdown(res: dict[str, Any]) -> str:
         if s.get("profile"):
             prof = s["profile"]
             kinds = [k for k, _ in KINDS] + ["other"]
-            out += [f"{s['net']} batch {s['batch']}, ms per call in each kind of layer (the engines' profilers; the "
-                    "int8 models keep LRN in fp32):", "",
+            out += [(f"{s['net']} batch {s['batch']}, ms per call in each kind of layer (the engines' profilers; the "
+                     "int8 models keep LRN in fp32):"), "",
                     "| layers | " + " | ".join(prof) + " |", "|---|" + "---:|" * len(prof)]
             for k in kinds:
                 out.append(f"| {k} | " + " | ".join(f"{v.get(k, 0.0):.0f}" for v in prof.values()) + " |")
@@ -313,8 +313,12 @@ def markdown(res: dict[str, Any]) -> str:
                    f"{100 * s['top5_contains_fp32_top1'][s['int8_engine']]:.1f}% of the crops; fp32 itself keeps its top "
                    f"class on {100 * s['fp32_top1_agreement_under_1_grey_level_noise']:.1f}% of them under noise of one "
                    f"grey level (random weights leave close top classes: the trained LeNet above is the accuracy measure).")
-        if s["layer_errors"]:
-            out.append(f"{s['net']} error per blob: {_errors_line(s['layer_errors'])}.")
+        errors = s["layer_errors"]
+        if errors and s["net"] == "AlexNet":
+            out.append(f"{s['net']} error per blob: {_errors_line(errors)}.")
+        elif errors:
+            worst = dict(sorted(errors.items(), key=lambda kv: -kv[1])[:5])
+            out.append(f"{s['net']} error per blob, the 5 largest of {len(errors)}: {_errors_line(worst)}.")
     out += ["", f"bf16: {res['bf16']}. Load average at the end: {res['load_average'][0]:.2f}."]
     return "\n".join(out) + "\n"
 
