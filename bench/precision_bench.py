@@ -307,8 +307,13 @@ def markdown(res: dict[str, Any]) -> str:
             out.append("| total | " + " | ".join(f"{sum(v.values()):.0f}" for v in prof.values()) + " |")
             out.append("")
     for s in res["speed"]:
-        if s["kernels"]:
-            out.append(f"{s['net']}: OpenVINO runs " + ", ".join(f"{k} {v}" for k, v in s["kernels"].items()) + ".")
+        kernels = s["kernels"]
+        if kernels and s["net"] == "AlexNet":
+            out.append(f"{s['net']}: OpenVINO runs " + ", ".join(f"{k} {v}" for k, v in kernels.items()) + ".")
+        elif kernels:
+            floats = [k for k, v in kernels.items() if not v.startswith(("u8", "i8"))]
+            out.append(f"{s['net']}: OpenVINO runs {len(kernels) - len(floats)} of {len(kernels)} convolutions and "
+                       f"inner products in u8/i8; in float32: {', '.join(floats) or 'none'}.")
         out.append(f"{s['net']} (seeded weights): int8 top-5 holds the fp32 top class on "
                    f"{100 * s['top5_contains_fp32_top1'][s['int8_engine']]:.1f}% of the crops; fp32 itself keeps its top "
                    f"class on {100 * s['fp32_top1_agreement_under_1_grey_level_noise']:.1f}% of them under noise of one "
