@@ -13,10 +13,11 @@ convolution and inner product), activation ranges measured on the calibration in
 - The file is plain ONNX: any runtime reads it. convnet runs it on OpenVINO when installed: its
   low-precision transformations turn each DequantizeLinear -> Conv -> QuantizeLinear pattern into
   a u8 convolution on int8 kernels (``jit_avx2_I8`` on AVX2) and keep the rest (LRN) in float32
-  between them. ONNX Runtime's int8 kernels (QLinearConv) were measured on AVX2 without VNNI at
-  about 1.4x its float32 convolutions, and its LRN — half of AlexNet's time in ONNX Runtime —
-  stays float32, so int8 on ONNX Runtime is no faster than float32 there; it is the fallback when
-  OpenVINO is absent or would compute a layer differently from Caffe (``openvino_blocker``).
+  between them. On AVX2 without VNNI, ONNX Runtime's int8 convolutions (QLinearConv) were measured
+  at 1.2-1.4x its float32 ones, its MaxPool falls out of the blocked layout between them, and its
+  LRN (45 % of AlexNet's float32 time in ONNX Runtime, 2 % in OpenVINO) stays float32: int8 on
+  ONNX Runtime is no faster than float32 there (AlexNet batch 32: 1.01x). It is the fallback
+  when OpenVINO is absent or would compute a layer differently from Caffe (``openvino_blocker``).
 
 The cost in accuracy is the caller's to measure (``layer_errors`` per blob; the bench's held-out
 digits accuracy and top-1 agreement).
