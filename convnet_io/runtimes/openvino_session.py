@@ -10,7 +10,6 @@ does (``precision="bf16"``).
 from __future__ import annotations
 
 import itertools
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,8 +62,8 @@ class OpenVinoSession:
             config["PERFORMANCE_HINT"] = hint
         self.streams = int(streams or 1)
         if self.streams > 1:
-            config.update({"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": self.streams,
-                           "INFERENCE_NUM_THREADS": threads or os.cpu_count() or self.streams})
+            # the cores are shared out between the streams by OpenVINO (threads: the total, if given)
+            config.update({"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": self.streams})
         self.compiled = core.compile_model(ov_model, "CPU", config)
         self._request = self.compiled.create_infer_request()
         self._queue = None
