@@ -166,7 +166,7 @@ class Pooling(CaffeLayer):
         out = F.max_pool2d(self._padded(x, low), self.kernel, self.stride)
         # A finite sum means every value is finite (one vectorised pass instead of isfinite's
         # mask and reduction); only an overflowing sum or a NaN/inf needs the exact check.
-        if math.isfinite(float(out.sum())) or not bool((torch.isnan(out) | (out == float("-inf"))).any()):
+        if math.isfinite(float(out.detach().sum())) or not bool((torch.isnan(out) | (out == float("-inf"))).any()):
             return out
         x = torch.nan_to_num(x, nan=low, neginf=low, posinf=float("inf"))
         return F.max_pool2d(self._padded(x, low), self.kernel, self.stride)
