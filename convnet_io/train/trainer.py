@@ -159,7 +159,8 @@ class Trainer:
 
     def use_fast_cpu_settings(self) -> None:
         """``convnet train`` on a CPU: freed memory kept by the allocator, channels-last blobs
-        where the whole net handles them (train/speed.py); the numbers stay the same. pycaffe
+        where the whole net handles them (train/speed.py): the same arithmetic with the sums in
+        another order, so a run differs from an NCHW one in the last bits of float32. pycaffe
         scripts, which see the blobs as NumPy arrays, keep NCHW."""
         from convnet_io.train.speed import channels_last_fits, keep_freed_memory, to_channels_last
 
