@@ -159,7 +159,9 @@ def test_detector_windows(weights):
     for det, w in zip(dets, windows):
         x = reference_input(image[w[0]:w[2], w[1]:w[3]], mu)
         ref = opencv(model_def, weights, x[None], ['prob'])['prob'][0]
-        np.testing.assert_allclose(det['prediction'], ref, rtol=0, atol=2e-5)
+        # float32 through eight layers on both sides: the input agrees with the float64 one to
+        # 1.3e-5 (in 0..255 units); a top probability of 0.87 moves by up to 2.3e-5
+        np.testing.assert_allclose(det['prediction'], ref, rtol=0, atol=4e-5)
     detector.configure_crop(16)  # R-CNN's context padding: the crop keeps the net's input size
     assert detector.crop(image, windows[0]).shape == (227, 227, 3)
     with pytest.raises(NotImplementedError, match="selective_search"):
