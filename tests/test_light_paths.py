@@ -51,6 +51,14 @@ def test_help_imports_nothing_heavy():
     assert loaded_after(cli_snippet("export", "--help")) == []
 
 
+def test_build_reads_a_net_without_numpy(tmp_path):
+    net = tmp_path / "n.prototxt"
+    net.write_text('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n'
+                   'layer { name: "c" type: "Convolution" bottom: "x" top: "c" convolution_param { num_output: 4 kernel_size: 3 } }\n'
+                   'layer { name: "r" type: "ReLU" bottom: "c" top: "c" }\n')
+    assert loaded_after(cli_snippet("build", str(net))) == ["google.protobuf"]
+
+
 def test_import_convnet_io_defers_its_api():
     assert loaded_after("import convnet_io, convnet_io.api; convnet_io.ConvnetError") == []
     loaded = loaded_after("""

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from convnet_io.caffe.caffemodel import read_blobproto
 from convnet_io.errors import ConvnetError, LayerError
 from convnet_io.graph import Node
 from convnet_io.graph.layers.common import canonical_axis
@@ -30,6 +29,8 @@ def read_layer_files(nodes: list[Node], shapes: dict, source_path: str = "") -> 
             found = _find(node.attrs.source, source_path)
             if found is None:
                 continue
+            from convnet_io.caffe.caffemodel import read_blobproto  # NumPy: only for a net that reads one
+
             try:
                 h = read_blobproto(found)
             except ConvnetError as e:

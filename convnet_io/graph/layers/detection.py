@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from convnet_io.graph.layers.common import count, enum_name, filler
 from convnet_io.graph.layers.registry import LayerSpec, register
 from convnet_io.graph.layers.segmentation import fork_param
+
+if TYPE_CHECKING:  # NumPy is imported by the two functions that compute values: building a graph needs none
+    import numpy as np
 from convnet_io.graph.types import Filler
 
 
@@ -126,6 +128,8 @@ def prior_box_values(a: PriorBoxAttrs, layer_h: int, layer_w: int, img_h: int, i
     """PriorBoxLayer::Forward_cpu's top, (1, 2, layer_h * layer_w * num_priors * 4) float32, with
     its arithmetic: float steps and centres, box sides from the *integer* part of min_size and
     max_size (the fork stores them in ``int``), corners divided in double, stored as float."""
+    import numpy as np
+
     f32 = np.float32
     if a.img_h and a.img_w:
         img_h, img_w = a.img_h, a.img_w
@@ -272,6 +276,8 @@ class DetectionOutput(LayerSpec):
 def caffe_row_order(rows: np.ndarray) -> np.ndarray:
     """Detection rows another implementation wrote (OpenCV: by score across labels, padded with
     zero rows to keep_top_k) in Caffe-SSD's order: image, label ascending, score descending."""
+    import numpy as np
+
     rows = np.asarray(rows).reshape(-1, 7)
     rows = rows[np.any(rows != 0, axis=1)]
     order = np.lexsort((-rows[:, 2], rows[:, 1], rows[:, 0]))
