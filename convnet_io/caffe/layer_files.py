@@ -29,7 +29,8 @@ def read_layer_files(nodes: list[Node], shapes: dict, source_path: str = "") -> 
             found = _find(node.attrs.source, source_path)
             if found is None:
                 continue
-            from convnet_io.caffe.caffemodel import read_blobproto  # NumPy: only for a net that reads one
+            # NumPy comes with the reader: imported only for a net that reads a file
+            from convnet_io.caffe.caffemodel import read_blobproto
 
             try:
                 h = read_blobproto(found)

@@ -65,6 +65,7 @@ import torch
 
 from convnet_io.caffe.proto import caffe_pb2
 from convnet_io.errors import ConvnetError
+from convnet_io.protowire import len_prefix
 from convnet_io.train.lr_policy import check_lr_policy, learning_rate
 
 __all__ = ["LearnableBlob", "CaffeSolver", "SOLVER_TYPES", "solver_type"]
@@ -128,18 +129,8 @@ def _blob_label(blob: LearnableBlob, index: int) -> str:
 # BlobProto data in and out without a Python float per value.
 # ---------------------------------------------------------------------------
 
-_WT_LEN = 2
 _BLOB_FIELDS = ("shape", "num", "channels", "height", "width",
                 "data", "diff", "double_data", "double_diff")
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _blob_to_proto(tensor: torch.Tensor, blob: caffe_pb2.BlobProto) -> None:
@@ -153,7 +144,7 @@ def _blob_to_proto(tensor: torch.Tensor, blob: caffe_pb2.BlobProto) -> None:
         else:
             number, raw = 5, arr.astype("<f4", copy=False).tobytes()
         # The packed field as protobuf encodes it: key, byte length, raw values.
-        blob.MergeFromString(_varint(number << 3 | _WT_LEN) + _varint(len(raw)) + raw)
+        blob.MergeFromString(len_prefix(number, len(raw)) + raw)
 
 
 def _packed_values(blob: caffe_pb2.BlobProto, field: str, dtype: str) -> np.ndarray:
