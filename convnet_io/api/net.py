@@ -118,9 +118,7 @@ class Net:
         self._ort_weights = None
 
     def _run_onnxruntime(self, feeds: dict[str, Any], values: list[str]) -> dict[str, np.ndarray]:
-        import onnx
-
-        from convnet_io.onnx_export import export_onnx
+        from convnet_io.runtimes.engine_model import EngineModel
         from convnet_io.runtimes.onnxruntime_session import make_session
 
         key = self._weights_key()
@@ -130,15 +128,11 @@ class Net:
         engine = self._engine_for(feeds)
         if engine in ("torch", "torch.compile"):
             return self._run_torch_engine(engine, feeds, values)
-        if ("model",) not in self._ort:
-            self._ort[("model",)] = export_onnx(self.graph, self.blobs())
+        if ("model",) not in self._ort:  # the export, its weights shared with the engines (no copies)
+            self._ort[("model",)] = EngineModel.export(self.graph, self._engine_blobs())
         names = tuple(values)
         if (engine, names) not in self._ort:
-            model = onnx.ModelProto()
-            model.CopyFrom(self._ort[("model",)])
-            del model.graph.output[:]
-            for v in names:
-                model.graph.output.append(onnx.helper.make_tensor_value_info(v, onnx.TensorProto.FLOAT, None))
+            model = self._ort[("model",)].with_outputs(names)
             if engine.startswith("openvino"):  # openvino-streams: one stream per core, the batch split
                 import os
 
@@ -147,15 +141,15 @@ class Net:
                 if engine == "openvino+onnxruntime":  # OpenVINO's trunk, ONNX Runtime's InnerProducts
                     from convnet_io.runtimes.split_session import SplitSession
 
-                    session = SplitSession(model.SerializeToString())
+                    session = SplitSession(model)
                 else:
-                    session = OpenVinoSession(model.SerializeToString(),
+                    session = OpenVinoSession(model,
                                               precision="bf16" if self.precision == "bf16" else "f32",
                                               streams=os.cpu_count() if engine == "openvino-streams" else None)
             elif self.precision == "int8":
                 session = self._int8_session(model)
             else:
-                session = make_session(model.SerializeToString())
+                session = make_session(model)
             self._ort[(engine, names)] = (session, [i.name for i in session.get_inputs()])
         session, inputs = self._ort[(engine, names)]
         feed = {k: np.ascontiguousarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v, dtype=np.float32)
@@ -234,7 +228,8 @@ class Net:
         (name, data), = self._calibration.items()
         with tempfile.TemporaryDirectory(prefix="convnet-int8-") as tmp:
             fp32, int8 = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
-            fp32.write_bytes(model.SerializeToString())
+            # an EngineModel (its weights written once) or a whole ModelProto
+            fp32.write_bytes(model.serialized() if hasattr(model, "weights") else model.SerializeToString())
             quantize_int8(fp32, int8, name, data)
             return int8_session(int8.read_bytes(), self.graph)  # OpenVINO's int8 kernels where it can
 
@@ -307,6 +302,11 @@ class Net:
     def blobs(self) -> dict[str, list[np.ndarray]]:
         """Learnable blobs per layer, in Caffe order, as NumPy arrays."""
         return {k: [b.detach().cpu().numpy().copy() for b in v] for k, v in self.module.caffe_blobs().items()}
+
+    def _engine_blobs(self) -> dict[str, list[np.ndarray]]:
+        """The blobs for the engines' sessions: views of the module's CPU tensors, not copies (a
+        change to them changes ``_weights_key``, which drops the sessions before their next run)."""
+        return {k: [b.detach().cpu().numpy() for b in v] for k, v in self.module.caffe_blobs().items()}
 
     def set_blobs(self, blobs: Mapping[str, list[np.ndarray]]) -> None:
         import torch

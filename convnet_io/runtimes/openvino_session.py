@@ -31,7 +31,8 @@ def openvino_available() -> bool:
 
 
 class OpenVinoSession:
-    """A compiled OpenVINO model of an ONNX model (bytes or a file path) on the CPU.
+    """A compiled OpenVINO model of an ONNX model (bytes, a file path, or an ``EngineModel``
+    whose weights it then shares rather than copies) on the CPU.
 
     ``streams``: with 2 or more, OpenVINO's throughput mode — that many streams, the cores shared
     out between them, and ``run`` splits the batch into one slice per stream, run concurrently.
@@ -40,7 +41,7 @@ class OpenVinoSession:
     batch; the slices' outputs are concatenated, and each item's numbers are those of the same
     kernels. Batches smaller than ``streams`` use fewer slices."""
 
-    def __init__(self, model: bytes | str, device: str = "auto", threads: int | None = None,
+    def __init__(self, model, device: str = "auto", threads: int | None = None,
                  precision: str = "f32", hint: str | None = None, streams: int | None = None):
         try:
             import openvino as ov
@@ -50,11 +51,17 @@ class OpenVinoSession:
         if device == "cuda":
             raise ConvnetError("OpenVINO runs on the CPU here (its GPU plugin is for Intel GPUs): "
                                "use --device cpu or another backend")
+        from convnet_io.runtimes.engine_model import EngineModel, replace_weight_inputs
+
         core = ov.Core()
+        # an EngineModel's weights become constants over the arrays' own memory (kept alive here)
+        self._weights = model.weights if isinstance(model, EngineModel) else None
         try:
-            ov_model = core.read_model(model)
+            ov_model = core.read_model(model.with_weights_as_inputs() if self._weights is not None else model)
         except RuntimeError as e:
             raise ConvnetError(f"OpenVINO cannot read the exported model: {str(e).strip().splitlines()[0]}") from None
+        if self._weights is not None:
+            replace_weight_inputs(ov_model, self._weights)
         config = {"INFERENCE_PRECISION_HINT": precision}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from convnet_io.runtimes.engine_model import EngineModel
+
 HEAD_OPS = {"Gemm", "MatMul", "Flatten", "Reshape", "Relu", "Identity", "Dropout", "Softmax", "Add"}
 
 
-def head_start(model) -> tuple[int, str] | None:
+def head_start(model, weights: set[str] = frozenset()) -> tuple[int, str] | None:
     """(index of the head's first node, the tensor it starts from); None without a head that has
-    a Gemm, or one fed by more than one tensor."""
+    a Gemm, or one fed by more than one tensor. ``weights``: initialisers kept outside the model."""
     nodes = list(model.graph.node)
     start = len(nodes)
     while start > 0 and nodes[start - 1].op_type in HEAD_OPS:
@@ -31,7 +33,7 @@ def head_start(model) -> tuple[int, str] | None:
     produced = {o for n in head for o in n.output}
     if any(o.name not in produced for o in model.graph.output):  # a trunk value asked for
         return None
-    inits = {i.name for i in model.graph.initializer}
+    inits = {i.name for i in model.graph.initializer} | set(weights)
     cut = {i for n in head for i in n.input if i and i not in produced and i not in inits}
     return (start, cut.pop()) if len(cut) == 1 else None
 
@@ -58,40 +60,55 @@ def split_model(model, start: int, cut: str):
     return trunk, head_model
 
 
-def _head_session(model_bytes: bytes):
+def _head_session(model: EngineModel):
     """ONNX Runtime on the CPU with its threads not spinning after each run: spinning threads
     would take the cores from OpenVINO's trunk of the next call."""
     import onnxruntime as ort
+
+    from convnet_io.runtimes.engine_model import external_initializers
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+    external_initializers(opts, model.weights)
+    session = ort.InferenceSession(model.with_placeholders(), sess_options=opts, providers=["CPUExecutionProvider"])
+    session._convnet_weights = model.weights
+    return session
+
+
+def _part(model, engine_model: EngineModel) -> EngineModel:
+    """``model`` (a part of ``engine_model``'s) with the weights its nodes read."""
+    used = {i for n in model.graph.node for i in n.input}
+    return EngineModel(model, [(n, a) for n, a in engine_model.weights if n in used])
 
 
 class SplitSession:
-    """OpenVINO for the trunk, ONNX Runtime for the InnerProduct head of an ONNX model (bytes)."""
+    """OpenVINO for the trunk, ONNX Runtime for the InnerProduct head of an ONNX model (bytes, or
+    an ``EngineModel`` whose weights both engines then share rather than copy)."""
 
-    def __init__(self, model_bytes: bytes, streams: int | None = None):
+    def __init__(self, model_bytes, streams: int | None = None):
         import onnx
 
         from convnet_io.runtimes.openvino_session import OpenVinoSession
 
-        model = onnx.load_from_string(model_bytes)
+        engine_model = model_bytes if isinstance(model_bytes, EngineModel) else \
+            EngineModel(onnx.load_from_string(model_bytes))
+        model = engine_model.model
+        weights = engine_model.weight_names()
         self._inputs = [i.name for i in model.graph.input
-                        if i.name not in {t.name for t in model.graph.initializer}]
+                        if i.name not in {t.name for t in model.graph.initializer} | weights]
         self._outputs = [o.name for o in model.graph.output]
-        found = head_start(model)
+        found = head_start(model, weights)
         self.cut = found[1] if found else None
         self.head = None
         if found is None or self.cut in self._inputs:
-            self.trunk = OpenVinoSession(model_bytes, streams=streams)
+            self.trunk = OpenVinoSession(engine_model, streams=streams)
             self.version = self.trunk.version
             return
         trunk, head = split_model(model, *found)
-        self.trunk = OpenVinoSession(trunk.SerializeToString(), streams=streams)
-        self.head = _head_session(head.SerializeToString())
+        self.trunk = OpenVinoSession(_part(trunk, engine_model), streams=streams)
+        self.head = _head_session(_part(head, engine_model))
         self.version = self.trunk.version
 
     def get_inputs(self):

@@ -70,6 +70,10 @@ class EngineNet(Net):
             return {k: [_read_only(a) for a in v] for k, v in self._numpy_blobs.items()}
         return super().blobs()
 
+    def _engine_blobs(self) -> dict:
+        # the reader's own arrays, shared with the engines' sessions (nothing writes to them)
+        return self._numpy_blobs if self._module is None else super()._engine_blobs()
+
     def _weights_key(self) -> tuple:
         # the NumPy weights never change in place; once the module exists, its tensors count
         return () if self._module is None else super()._weights_key()
