@@ -1,11 +1,39 @@
 """The one registry of Caffe layer types and the base class every type derives from."""
 from __future__ import annotations
 
+import importlib
 from typing import Any, ClassVar
 
 from convnet_io.graph.types import Filler, Shape
 
 _SPECS: dict[str, type["LayerSpec"]] = {}
+
+# Which family module registers each type, so that a net imports only the families it uses
+# (importing all sixteen was a sixth of a 1,000-layer `convnet build`). An index, not the registry:
+# a type it lacks is still found, by importing every module of the package, and
+# tests/test_layer_index.py keeps it complete.
+_FAMILIES: dict[str, tuple[str, ...]] = {
+    "activation": ("ReLU", "PReLU", "ELU", "Sigmoid", "TanH", "AbsVal", "BNLL", "Power", "Exp", "Log",
+                   "Threshold", "Clip", "Swish", "Dropout"),
+    "conv_nd": ("Im2col",),
+    "data": ("Input", "Data", "ImageData", "WindowData", "MemoryData", "HDF5Data", "DummyData"),
+    "detection": ("Permute", "PriorBox", "Normalize", "DetectionOutput"),
+    "loss": ("SoftmaxWithLoss", "Accuracy", "EuclideanLoss", "SigmoidCrossEntropyLoss"),
+    "loss_extra": ("ContrastiveLoss", "HingeLoss", "InfogainLoss", "MultinomialLogisticLoss"),
+    "mobile": ("ReLU6", "ShuffleChannel", "Axpy", "ConvolutionDepthwise", "DepthwiseConvolution"),
+    "normalization": ("LRN", "BatchNorm", "Scale", "Bias", "MVN"),
+    "pyramid": ("SPP", "BatchReindex", "Filter", "HDF5Output"),
+    "recurrent": ("LSTM", "RNN", "LSTMUnit"),
+    "segmentation": ("Upsample", "Interp"),
+    "shape_ops": ("Concat", "Slice", "Split", "Flatten", "Reshape", "Crop", "Tile", "Reduction", "ArgMax",
+                  "Eltwise", "Softmax", "Silence", "Parameter"),
+    "two_stage": ("ROIPooling", "PSROIPooling", "Proposal"),
+    "vision": ("Convolution", "Deconvolution", "Pooling", "InnerProduct", "Embed"),
+    "yolo": ("Reorg", "Region"),
+}
+_FAMILY_OF = {t: module for module, types in _FAMILIES.items() for t in types}
+_PACKAGE = __name__.rpartition(".")[0]
+_all_loaded = False
 
 
 class LayerSpec:
@@ -60,14 +88,36 @@ def register(type_name: str, *aliases: str):
     return wrap
 
 
+def load_all() -> None:
+    """Import every family module of the package (each registers its types on import)."""
+    global _all_loaded
+    if not _all_loaded:
+        import pkgutil  # only here: a net's own types need no listing of the package
+
+        for info in pkgutil.iter_modules(importlib.import_module(_PACKAGE).__path__):
+            importlib.import_module(f"{_PACKAGE}.{info.name}")
+        _all_loaded = True
+
+
 def get_spec(type_name: str) -> type[LayerSpec] | None:
-    return _SPECS.get(type_name)
+    """The LayerSpec of a Caffe type (importing its family on first use), or None."""
+    spec = _SPECS.get(type_name)
+    if spec is None and not _all_loaded:
+        family = _FAMILY_OF.get(type_name)
+        if family is not None:
+            importlib.import_module(f"{_PACKAGE}.{family}")
+            spec = _SPECS.get(type_name)
+        if spec is None:
+            load_all()
+            spec = _SPECS.get(type_name)
+    return spec
 
 
 def supported_types() -> list[str]:
+    load_all()
     return sorted({spec.type for spec in _SPECS.values()})
 
 
 def is_source_type(type_name: str) -> bool:
-    spec = _SPECS.get(type_name)
+    spec = get_spec(type_name)
     return bool(spec and spec.source)
