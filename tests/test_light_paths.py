@@ -59,6 +59,43 @@ def test_build_reads_a_net_without_numpy(tmp_path):
     assert loaded_after(cli_snippet("build", str(net))) == ["google.protobuf"]
 
 
+# convnet's own modules count too: `--help` reads no net, and `build` reads one with the Caffe reader
+# and the layer families its layers use, nothing of a backend, the data layers' readers or training.
+FOUNDATIONS = {"errors", "atomic", "version", "limits", "terminal", "paths"}
+UNUSED_FAMILIES = {"detection", "loss_extra", "mobile", "normalization", "pyramid", "recurrent", "segmentation",
+                   "shape_ops", "two_stage", "yolo"}
+
+
+def convnet_modules_after(code: str) -> list[str]:
+    report = "\nimport json as _json, sys as _sys\nprint(_json.dumps(sorted(m for m in _sys.modules if m.startswith('convnet_io'))))"
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code) + report], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_help_imports_only_the_foundations():
+    for args in (("--help",), ("build", "--help")):
+        loaded = convnet_modules_after(cli_snippet(*args))
+        assert {m.split(".")[1] for m in loaded if "." in m} <= FOUNDATIONS, (args, loaded)
+
+
+def test_build_imports_the_reader_and_the_families_of_its_layers(tmp_path):
+    net = tmp_path / "n.prototxt"
+    net.write_text('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n'
+                   'layer { name: "c" type: "Convolution" bottom: "x" top: "c" convolution_param { num_output: 4 kernel_size: 3 } }\n'
+                   'layer { name: "r" type: "ReLU" bottom: "c" top: "c" }\n')
+    loaded = convnet_modules_after(cli_snippet("build", str(net)))
+    packages = {m.split(".")[1] for m in loaded if "." in m}
+    assert packages <= FOUNDATIONS | {"api", "caffe", "caffe2", "graph", "tools"}, loaded
+    assert [m for m in loaded if m.startswith("convnet_io.tools.")] == ["convnet_io.tools.build"]
+    assert not {m.rsplit(".", 1)[1] for m in loaded if m.startswith("convnet_io.graph.layers.")} & UNUSED_FAMILIES
+    assert {"convnet_io.graph.layers.vision", "convnet_io.graph.layers.activation"} <= set(loaded)
+    # the weights' reader, the deploy writer and Caffe2's translators are for other commands
+    assert not {"convnet_io.caffe.caffemodel", "convnet_io.caffe.weights", "convnet_io.caffe.deploy",
+                "convnet_io.caffe2.listing", "convnet_io.caffe2.netdef"} & set(loaded), loaded
+
+
 def test_import_convnet_io_defers_its_api():
     assert loaded_after("import convnet_io, convnet_io.api; convnet_io.ConvnetError") == []
     loaded = loaded_after("""
