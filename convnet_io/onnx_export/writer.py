@@ -64,14 +64,21 @@ def check_model_with_weights(model: onnx.ModelProto, weights: list[tuple[str, np
         raise ConvnetError(f"the exported ONNX model does not pass the checker: {e}") from None
 
 
+def model_chunks(model: onnx.ModelProto, weights: list[tuple[str, np.ndarray]]):
+    """The serialised model, then each weight's initialiser record (its head, then its bytes as a
+    view of the array): together one ONNX model."""
+    yield model.SerializeToString()
+    for name, array in weights:
+        data = np.ascontiguousarray(array, dtype=_LE_F32)
+        yield _weight_record_head(name, data)
+        yield memoryview(data.reshape(-1)).cast("B")
+
+
 def write_model(model: onnx.ModelProto, weights: list[tuple[str, np.ndarray]], path: str | Path) -> None:
     """The model, then each weight as its own initialiser record; atomically."""
     with atomic_output(path) as tmp, open(tmp, "wb") as f:
-        f.write(model.SerializeToString())
-        for name, array in weights:
-            data = np.ascontiguousarray(array, dtype=_LE_F32)
-            f.write(_weight_record_head(name, data))
-            f.write(memoryview(data.reshape(-1)).cast("B"))
+        for chunk in model_chunks(model, weights):
+            f.write(chunk)
         f.flush()
         os.fsync(f.fileno())
 

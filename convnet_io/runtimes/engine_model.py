@@ -81,12 +81,9 @@ class EngineModel:
 
     def serialized(self) -> bytes:
         """One self-contained ONNX model: the small model, then each weight as an initialiser record."""
-        from convnet_io.onnx_export.writer import _weight_record_head
+        from convnet_io.onnx_export.writer import model_chunks
 
-        parts = [self.model.SerializeToString()]
-        for name, array in self.weights:
-            parts += [_weight_record_head(name, array), memoryview(array.reshape(-1)).cast("B")]
-        return b"".join(parts)
+        return b"".join(model_chunks(self.model, self.weights))
 
 
 def _aliasable(a: np.ndarray) -> bool:
