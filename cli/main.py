@@ -1,18 +1,10 @@
 """The `convnet` command group."""
 from __future__ import annotations
 
+import importlib
 import os
 
 import click
-from convnet_cli.build import build
-from convnet_cli.data_cmds import compute_mean_cmd, convert_imageset_cmd
-from convnet_cli.diff_cmd import diff
-from convnet_cli.export_cmd import export
-from convnet_cli.pycaffe_cmds import draw_cmd, extract_features_cmd, pycaffe_cmd, test_cmd
-from convnet_cli.run_cmd import run
-from convnet_cli.time_cmd import time_net
-from convnet_cli.train_cmd import plot_log, train
-from convnet_cli.weights_cmds import forward, init
 
 from convnet_io import __version__
 from convnet_io.errors import ConvnetError
@@ -20,8 +12,31 @@ from convnet_io.limits import set_memory_budget
 from convnet_io.terminal import escape
 
 
+# Each command's module, imported when the command is run or listed: `convnet build` makes no other
+# command's options (`convnet --help` lists every command, so it imports them all).
+_COMMANDS = {
+    "build": ("build", "build"), "init": ("weights_cmds", "init"), "forward": ("weights_cmds", "forward"),
+    "run": ("run_cmd", "run"), "export": ("export_cmd", "export"), "diff": ("diff_cmd", "diff"),
+    "train": ("train_cmd", "train"), "plot-log": ("train_cmd", "plot_log"),
+    "convert-imageset": ("data_cmds", "convert_imageset_cmd"), "compute-mean": ("data_cmds", "compute_mean_cmd"),
+    "time": ("time_cmd", "time_net"),
+    # Caffe's tools, pycaffe scripts
+    "test": ("pycaffe_cmds", "test_cmd"), "extract-features": ("pycaffe_cmds", "extract_features_cmd"),
+    "draw": ("pycaffe_cmds", "draw_cmd"), "pycaffe": ("pycaffe_cmds", "pycaffe_cmd"),
+}
+
+
 class _Group(click.Group):
     """A bad path or value given to a command is one line and exit 2, like every other bad input."""
+
+    def list_commands(self, ctx):
+        return sorted({*self.commands, *_COMMANDS})
+
+    def get_command(self, ctx, cmd_name):
+        if cmd_name not in self.commands and cmd_name in _COMMANDS:
+            module, attr = _COMMANDS[cmd_name]
+            self.add_command(getattr(importlib.import_module(f"convnet_cli.{module}"), attr))
+        return self.commands.get(cmd_name)
 
     def invoke(self, ctx):
         try:
@@ -50,12 +65,6 @@ def cli(max_memory):
         except ConvnetError as e:
             raise OneLineUsageError(str(e)) from None
         os.environ["CONVNET_MAX_MEMORY"] = max_memory  # worker processes keep the same budget
-
-
-for command in (build, init, forward, run, export, diff, train, plot_log, convert_imageset_cmd, compute_mean_cmd, time_net):
-    cli.add_command(command)
-for command in (test_cmd, extract_features_cmd, draw_cmd, pycaffe_cmd):  # Caffe's tools, pycaffe scripts
-    cli.add_command(command)
 
 
 def main() -> None:

@@ -67,7 +67,7 @@ UNUSED_FAMILIES = {"detection", "loss_extra", "mobile", "normalization", "pyrami
 
 
 def convnet_modules_after(code: str) -> list[str]:
-    report = "\nimport json as _json, sys as _sys\nprint(_json.dumps(sorted(m for m in _sys.modules if m.startswith('convnet_io'))))"
+    report = "\nimport json as _json, sys as _sys\nprint(_json.dumps(sorted(m for m in _sys.modules if m.startswith(('convnet_io', 'convnet_cli')))))"
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code) + report], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -76,7 +76,7 @@ def convnet_modules_after(code: str) -> list[str]:
 
 def test_help_imports_only_the_foundations():
     for args in (("--help",), ("build", "--help")):
-        loaded = convnet_modules_after(cli_snippet(*args))
+        loaded = [m for m in convnet_modules_after(cli_snippet(*args)) if m.startswith("convnet_io")]
         assert {m.split(".")[1] for m in loaded if "." in m} <= FOUNDATIONS, (args, loaded)
 
 
@@ -86,6 +86,10 @@ def test_build_imports_the_reader_and_the_families_of_its_layers(tmp_path):
                    'layer { name: "c" type: "Convolution" bottom: "x" top: "c" convolution_param { num_output: 4 kernel_size: 3 } }\n'
                    'layer { name: "r" type: "ReLU" bottom: "c" top: "c" }\n')
     loaded = convnet_modules_after(cli_snippet("build", str(net)))
+    # no other command's module: their options are made for `convnet --help` only
+    assert [m for m in loaded if m.startswith("convnet_cli")] == ["convnet_cli", "convnet_cli.build",
+                                                                  "convnet_cli.main", "convnet_cli.options"]
+    loaded = [m for m in loaded if m.startswith("convnet_io")]
     packages = {m.split(".")[1] for m in loaded if "." in m}
     assert packages <= FOUNDATIONS | {"api", "caffe", "caffe2", "graph", "tools"}, loaded
     assert [m for m in loaded if m.startswith("convnet_io.tools.")] == ["convnet_io.tools.build"]
@@ -94,6 +98,17 @@ def test_build_imports_the_reader_and_the_families_of_its_layers(tmp_path):
     # the weights' reader, the deploy writer and Caffe2's translators are for other commands
     assert not {"convnet_io.caffe.caffemodel", "convnet_io.caffe.weights", "convnet_io.caffe.deploy",
                 "convnet_io.caffe2.listing", "convnet_io.caffe2.netdef"} & set(loaded), loaded
+
+
+def test_every_command_module_is_listed():
+    import click
+    from convnet_cli import main
+
+    ctx = click.Context(main.cli)
+    names = main.cli.list_commands(ctx)
+    assert set(main._COMMANDS) <= set(names) and len(names) >= 15
+    for name in names:
+        assert main.cli.get_command(ctx, name).name == name
 
 
 def test_import_convnet_io_defers_its_api():
