@@ -93,6 +93,36 @@ def test_onnxruntime_runs_while_the_module_runs(written, monkeypatch):
     assert seen == [True]
 
 
+def test_the_module_pass_runs_on_one_torch_thread(written, monkeypatch):
+    """The module's pass runs with torch on one thread (ONNX Runtime has the other core; no OpenMP
+    pool started for it), and the caller's thread count comes back, also when the pass fails."""
+    import torch
+
+    graph, blobs, path, names = written
+    seen, module_net = [], convert._module_net
+
+    def counting(*a, **k):
+        seen.append(torch.get_num_threads())
+        return module_net(*a, **k)
+
+    monkeypatch.setattr(convert, "_module_net", counting)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert convert.validate_file(graph, blobs, path, device="cpu", names=names)["ok"]
+        assert seen == [1] and torch.get_num_threads() == 2
+
+        def broken(*a, **k):
+            raise RuntimeError("the module failed")
+
+        monkeypatch.setattr(convert, "_module_net", broken)
+        with pytest.raises(RuntimeError, match="the module failed"):
+            convert.validate_file(graph, blobs, path, device="cpu", names=names)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_wrong_names_fall_back_to_the_sessions(written):
     """Names that are not the model's: the module runs again for the outputs the session has."""
     graph, blobs, path, names = written

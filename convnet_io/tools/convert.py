@@ -11,6 +11,7 @@ Runtime loads and runs the file on a second thread while the module (built over 
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,27 @@ def _module_net(graph, blobs):
 def _reference(graph, blobs, feeds, parts, outputs, total):
     """The module's outputs for each part: one pass over all of them when every output keeps the
     batch as its first axis (the parts are then independent rows), else one pass per part."""
+    with one_torch_thread():
+        return _module_passes(graph, blobs, feeds, parts, outputs, total)
+
+
+@contextmanager
+def one_torch_thread():
+    """torch on one thread for the check's module pass, its thread count restored after. ONNX
+    Runtime has the other core meanwhile, and the check's first torch operation would otherwise
+    start torch's OpenMP pool: for LeNet 0.1 s of CPU (0.2 s on a busy machine, the threads
+    waiting for each other) against a whole pass of 0.01 s on one thread."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _module_passes(graph, blobs, feeds, parts, outputs, total):
     sizes = [next(iter(p.values())).shape[0] if p else 1 for p in parts]
     whole = _at_batch(graph, total)
     if len(parts) == 1 or all(whole.shapes[v][:1] == (total,) for v in outputs):
