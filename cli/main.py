@@ -11,7 +11,6 @@ from convnet_io.errors import ConvnetError
 from convnet_io.limits import set_memory_budget
 from convnet_io.terminal import escape
 
-
 # Each command's module, imported when the command is run or listed: `convnet build` makes no other
 # command's options (`convnet --help` lists every command, so it imports them all).
 _COMMANDS = {

@@ -8,6 +8,13 @@ types (``supported_types``, ``load_all``) imports them all.
 """
 from __future__ import annotations
 
-from convnet_io.graph.layers.registry import LayerSpec, get_spec, is_source_type, load_all, register, supported_types
+from convnet_io.graph.layers.registry import (
+    LayerSpec,
+    get_spec,
+    is_source_type,
+    load_all,
+    register,
+    supported_types,
+)
 
 __all__ = ["LayerSpec", "get_spec", "is_source_type", "load_all", "register", "supported_types"]
