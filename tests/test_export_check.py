@@ -287,3 +287,23 @@ def test_a_module_keeping_another_meta_tensor_is_found():
     for where in ("attribute", "list", "buffer"):
         assert holds_meta(torch.nn.Sequential(Keeps(where))), where
     assert not holds_meta(torch.nn.Sequential(Keeps("nowhere"), torch.nn.Linear(2, 2)))
+
+
+# -- how the bench measures the check's cost -------------------------------------------------------
+def test_bench_check_cost_is_paired_round_by_round(tmp_path, monkeypatch):
+    """The check's cost is the median of each round's difference to the floor timed next to it, and
+    every command runs from bytecode under the bench's own prefix."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import convert_bench
+
+    # load that drifts between rounds cancels: 3 s, 5 s, 4 s floors, each check 0.25 s above its floor
+    assert convert_bench.paired([3.25, 5.25, 4.25], [3.0, 5.0, 4.0]) == pytest.approx(0.25)
+    assert convert_bench.paired([3.0], []) is None  # a failed floor: no pairs
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    env = convert_bench.bytecode_env(tmp_path)
+    assert "PYTHONDONTWRITEBYTECODE" not in env and env["PYTHONPYCACHEPREFIX"] == str(tmp_path)
+    fresh, total = convert_bench.tree_bytecode()
+    assert 0 <= fresh <= total and total > 100

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 INT8_CHECK_INPUTS = 256  # calibration inputs the int8 check runs on (all of them, up to this)
 INT8_MIN_TOP1 = 0.99  # the int8 check passes when the top classes agree on this share of them
 
