@@ -56,6 +56,9 @@ PAUSE = 0.05  # seconds between two timed calls
 # Sections in their own modules (each has run(quick) -> dict with "targets", and markdown(dict)).
 EXTRA_SECTIONS = {"convert": "bench.convert_bench", "engines": "bench.engines_bench",
                   "folder": "bench.folder_bench", "train2": "bench.train_bench", "precision": "bench.precision_bench"}
+# Not run a second time when other processes were busy: engines takes about ten minutes and records
+# the others figure of each net and batch next to its rows.
+NO_RETRY = {"engines"}
 GEMM_N = 2048
 GEMM_PROBE = "GEMM probe"
 
@@ -710,6 +713,9 @@ def markdown(report: dict[str, Any]) -> str:
            f"OpenCV {v['opencv']}, NumPy {v['numpy']}, Python {v['python']}. Host `{m['host']}`, "
            f"{report['date']}, command `{report['command']}`, {report['seconds']:.0f} s in all.",
            "",
+           "Seconds per section: " + ", ".join(f"{k} {v:.0f}" for k, v in report.get("section_seconds", {}).items())
+           + ".",
+           "",
            "Each figure is the median of interleaved rounds after warm-up; *others* is the average "
            "number of cores other processes kept busy while the section ran (0 = a quiet machine).",
            ""]
@@ -850,7 +856,8 @@ def main(argv=None) -> int:
     busy = wait_quiet(args.wait_quiet)
     report: dict[str, Any] = {"machine": info, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                               "command": "python bench/run.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                              "others_cores_at_start": busy, "quick": args.quick, "targets": {}}
+                              "others_cores_at_start": busy, "quick": args.quick, "targets": {},
+                              "section_seconds": {}}
     with tempfile.TemporaryDirectory(prefix="convnet-bench-") as tmp:
         log("preparing: AlexNet with seeded weights -> caffemodel + deploy prototxt")
         fx = make_fixtures(Path(tmp))
@@ -858,6 +865,7 @@ def main(argv=None) -> int:
         if fx["macs"] != ALEXNET_MACS:
             log(f"note: AlexNet multiply-adds {fx['macs']:,}, expected {ALEXNET_MACS:,}")
         retry = (lambda run: quiet_run(run, args.wait_quiet)) if args.retry_busy else (lambda run: run())
+        t0 = time.perf_counter()
         if "load" in sections:
             report["load"] = retry(lambda: bench_load(fx, args.quick))
             report["targets"].update(report["load"]["targets"])
@@ -873,15 +881,23 @@ def main(argv=None) -> int:
                 report["targets"].update(r["targets"])
                 gc.collect()
             finalize_roofline(report, fx)
+        if sections & {"load", "gemm", "infer"}:
+            report["section_seconds"]["load,gemm,infer"] = time.perf_counter() - t0
     if "train" in sections:
+        t0 = time.perf_counter()
         report["train"] = retry(lambda: bench_train(args.quick))
         report["targets"].update(report["train"]["targets"])
+        report["section_seconds"]["train"] = time.perf_counter() - t0
     for name, module in EXTRA_SECTIONS.items():
         if name in sections:
             import importlib
 
-            report[name] = retry(lambda: run_extra(module, args.quick))
+            t0 = time.perf_counter()
+            report[name] = (run_extra(module, args.quick) if name in NO_RETRY
+                            else retry(lambda: run_extra(module, args.quick)))
             report["targets"].update(report[name]["targets"])
+            report["section_seconds"][name] = time.perf_counter() - t0
+            log(f"[{name}] took {report['section_seconds'][name]:.0f} s")
     report["seconds"] = time.perf_counter() - t_start
     report["peak_rss_bytes_suite"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     out_dir = Path(args.output)
