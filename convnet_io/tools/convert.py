@@ -7,7 +7,7 @@ makes one session from the written file for every batch size and runs the module
 over the concatenated batches (when every output keeps the batch as its first axis), split back.
 On two cores the work overlaps: torch is imported while the weights are read and written, and ONNX
 Runtime loads and runs the file on a second thread while the module (built over the weights' arrays,
-``check_module``) computes the reference.
+``check_module``, on one torch thread) computes the reference.
 """
 from __future__ import annotations
 
