@@ -28,6 +28,8 @@ What keeps the full section near ten minutes on two cores (it took over 45 befor
   1.4-2.2x slower than the fastest engine in every recorded run, so it is left out there (the row's
   notes say so) and the table never names it for batch 1.
 
+The variants and their sessions are built in ``engine_variants.py``.
+
 Run alone: ``python bench/engines_bench.py [--quick] [--no-table] [--nets GoogLeNet,ResNet-50]``
 (``--quick``: MIN_ROUNDS rounds, no budget; ``$CONVNET_ENGINE_TABLE`` redirects the table).
 """
@@ -47,7 +49,14 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np
 
-from bench.run import PAUSE, CpuMonitor, Timeout, log, summary, time_limit
+from bench.engine_variants import (
+    DEFAULTS,
+    EAGER,
+    ENGINE_OF,
+    row_variants,
+    shared_sessions,
+)
+from bench.run import PAUSE, CpuMonitor, log, summary
 
 MODELS = ROOT.parent / "shared" / "caffe-models"
 NETS = {
@@ -57,19 +66,11 @@ NETS = {
 }
 BATCHES = (1, 32)
 TOLERANCE = 1e-5  # max |a - b| / max |b| against the eager module
-COMPILE_FROM_BATCH = 2  # torch.compile is measured at batches from this one on
 MIN_ROUNDS = 3
 SCREEN = 1.5  # slower than this times the row's fastest after round 1: out of the later rounds
 # per batch: (most rounds, seconds of rounds after which no new round starts)
 ROUNDS = {1: (10, 10.0), 32: (6, 30.0)}
 AUTO_ROUNDS = {1: (10, 6.0), 32: (6, 20.0)}
-EAGER, COMPILED = "eager PyTorch", "torch.compile"
-ORT, OV = "ONNX Runtime (convnet's session)", "OpenVINO (convnet's session)"
-STREAMS = "OpenVINO (convnet's session, a stream per core)"
-SPLIT = "OpenVINO trunk + ONNX Runtime InnerProducts (convnet's)"
-ENGINE_OF = {EAGER: "torch", COMPILED: "torch.compile", ORT: "onnxruntime", OV: "openvino",
-             STREAMS: "openvino-streams", SPLIT: "openvino+onnxruntime"}
-DEFAULTS = ("ONNX Runtime (default session)", "OpenVINO (default compile_model)")
 
 
 def seeded_net(path: Path, batch: int, backend: str):
@@ -101,153 +102,6 @@ def seeded_net(path: Path, batch: int, backend: str):
 
 
 # -- the variants ------------------------------------------------------------------------------------
-
-def _ort_session(model: bytes, tuned: bool):
-    from bench.run import _session
-
-    return _session(model, tuned=tuned)
-
-
-def shared_sessions(model: bytes, notes: dict) -> dict[str, Any]:
-    """The sessions that take any batch size, built once per net: name -> session with
-    ``run(outputs, feeds)``."""
-    from convnet_io.runtimes.onnxruntime_session import make_session
-    from convnet_io.runtimes.openvino_session import OpenVinoSession, openvino_available
-
-    s: dict[str, Any] = {}
-    built: dict[str, float] = {}
-
-    def add(name: str, make: Callable[[], Any]) -> None:
-        t0 = time.perf_counter()
-        try:
-            session = make()
-        except Exception as e:  # noqa: BLE001  (a session that cannot be built is reported, not fatal)
-            notes[name] = f"skipped: {type(e).__name__}: {str(e)[:160]}"
-            return
-        if session is not None:
-            s[name] = session
-            built[name] = time.perf_counter() - t0
-
-    add(ORT, lambda: make_session(model, "cpu"))
-    add("ONNX Runtime (default session)", lambda: _ort_session(model, tuned=False))
-    add("ONNX Runtime (tuned session)", lambda: _ort_session(model, tuned=True))
-    if openvino_available():
-        import openvino as ov
-
-        from convnet_io.runtimes.split_session import SplitSession
-
-        core = ov.Core()
-        add(OV, lambda: OpenVinoSession(model))
-        add("OpenVINO (default compile_model)", lambda: _OvDefault(core, model))
-
-        def split():
-            session = SplitSession(model)
-            return session if session.head is not None else None
-        add(SPLIT, split)
-    else:
-        notes["OpenVINO"] = "not installed (pip install 'convnet[openvino]')"
-    log("    sessions built: " + ", ".join(f"{k} {v:.1f} s" for k, v in built.items()))
-    return s
-
-
-class _OvDefault:
-    """OpenVINO as its getting-started page runs it: ``core.compile_model`` with no configuration."""
-
-    def __init__(self, core, model: bytes):
-        self.compiled = core.compile_model(core.read_model(model), "CPU")
-        self.request = self.compiled.create_infer_request()
-
-    def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        result = self.request.infer(feeds)
-        return [result[self.compiled.output(o)] for o in outputs]
-
-
-class _OvTuned:
-    """OpenVINO used as its documentation tunes it, written against its own API: at batch 1 the
-    LATENCY hint on every core; above, the THROUGHPUT hint with one stream per core, the batch cut
-    into one slice per stream in an AsyncInferQueue. Built per batch size (the mode depends on it)."""
-
-    def __init__(self, model: bytes, batch: int):
-        import openvino as ov
-
-        core = ov.Core()
-        self.n = n = os.cpu_count() or 1
-        self.queue = None
-        if batch == 1 or n == 1:
-            self.compiled = core.compile_model(core.read_model(model), "CPU",
-                                               {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": n})
-            self.request = self.compiled.create_infer_request()
-            return
-        self.compiled = core.compile_model(core.read_model(model), "CPU",
-                                           {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": n})
-        self.queue = ov.AsyncInferQueue(self.compiled, n)
-        self.parts: dict[int, np.ndarray] = {}
-        self.out = None
-        self.queue.set_callback(lambda r, i: self.parts.__setitem__(i, r.get_tensor(self.out).data.copy()))
-
-    def run(self, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        (name, x), = feeds.items()
-        if self.queue is None:
-            return [self.request.infer(feeds)[self.compiled.output(outputs[0])]]
-        self.out = self.compiled.output(outputs[0])
-        slices = np.array_split(x, self.n)
-        for i, part in enumerate(slices):
-            self.queue.start_async({name: part}, i)
-        self.queue.wait_all()
-        return [np.concatenate([self.parts[i] for i in range(len(slices))])]
-
-
-def _bound(session, out: str, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:
-    return lambda: session.run([out], feeds)[0]
-
-
-def row_variants(net, x: np.ndarray, out: str, model: bytes, sessions: dict[str, Any], compile_timeout: int,
-                 notes: dict) -> tuple[dict[str, Callable[[], Any]], Any]:
-    """Every variant at this batch size: the shared sessions bound to ``x``, plus what is built per
-    batch (torch.compile, OpenVINO's throughput-mode and tuned sessions). Returns them and the
-    compiled graph (None where not compiled)."""
-    import torch
-
-    from convnet_io.runtimes.compiled import compile_fetch, run_compiled
-    from convnet_io.runtimes.openvino_session import OpenVinoSession, openvino_available
-
-    batch = x.shape[0]
-    feeds = {"data": x}
-    v: dict[str, Callable[[], Any]] = {EAGER: lambda: net.run_values(feeds, [out])[out]}
-    compiled = None
-    if batch >= COMPILE_FROM_BATCH:
-        xt = torch.from_numpy(x)
-        t0 = time.perf_counter()
-        try:
-            torch._dynamo.reset()
-            compiled = compile_fetch(net.module, [out])
-            with time_limit(compile_timeout):
-                run_compiled(compiled, {"data": xt})
-            v[COMPILED] = lambda: run_compiled(compiled, {"data": xt})[out]
-            notes[COMPILED] = f"compiled once for this shape in {time.perf_counter() - t0:.1f} s"
-        except (Timeout, Exception) as e:  # noqa: BLE001  (reported, not fatal)
-            compiled = None
-            notes[COMPILED] = f"skipped: {type(e).__name__}: {str(e)[:160]}"
-    else:
-        notes[COMPILED] = (f"not measured below batch {COMPILE_FROM_BATCH}: 1.4-2.2x slower than the fastest "
-                           "engine at batch 1 in every recorded run, and its compile costs tens of seconds "
-                           "per net; the table never names it here")
-    for name in (ORT, "ONNX Runtime (default session)", "ONNX Runtime (tuned session)", OV,
-                 "OpenVINO (default compile_model)", SPLIT):
-        if name in sessions:
-            v[name] = _bound(sessions[name], out, feeds)
-    if openvino_available():
-        t0 = time.perf_counter()
-        if batch > 1:
-            streams = OpenVinoSession(model, streams=os.cpu_count())
-            v[STREAMS] = lambda: streams.run([out], feeds)[0]
-        tuned = _OvTuned(model, batch)
-        v["OpenVINO (tuned)"] = lambda: tuned.run([out], feeds)[0]
-        log(f"    OpenVINO sessions for batch {batch} built in {time.perf_counter() - t0:.1f} s")
-    return v, compiled
-
-
-# -- measuring -----------------------------------------------------------------------------------------
 
 def first_calls(variants: dict[str, Callable[[], Any]]) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """One call of each variant: the warm-up, and the output its error is computed from; with the
@@ -366,7 +220,9 @@ def measure_row(name: str, net, x: np.ndarray, exact: np.ndarray, out: str, mode
         if k in screened:
             r["screened_out"] = screened[k]
         res[k] = r
+    # a screened-out variant's one round is no median to rank by: it counts only where nothing else does
     candidates = [k for k in res if k in ENGINE_OF and k in valid]
+    candidates = [k for k in candidates if k not in screened] or candidates
     fastest = min(candidates, key=lambda k: res[k]["median_s"])  # eager itself always qualifies
     return {"net": net.graph.name, "name": name, "batch": batch, "results": res, "fastest_engine": ENGINE_OF[fastest],
             "notes": notes, "others_cores": mon.others(), "output": out, "float32_floor": floor,
@@ -394,7 +250,7 @@ def bench_auto(row: dict[str, Any], net, x: np.ndarray, quick: bool) -> None:
         got = net.forward({"data": x}, blobs=[out])[out]
     defaults = [k for k in DEFAULTS if k in res]
     best_default = min(defaults, key=lambda k: res[k]["median_s"])
-    best_any = min(res, key=lambda k: res[k]["median_s"])
+    best_any = min([k for k in res if "screened_out" not in res[k]], key=lambda k: res[k]["median_s"])
     judged = {k: variants[k] for k in dict.fromkeys((best_default, best_any))}
     most, budget = AUTO_ROUNDS[1 if batch == 1 else 32]
     t, _ = budgeted_rounds({"auto": lambda: net.forward({"data": x}, blobs=[out]), **judged},
