@@ -31,7 +31,8 @@ What keeps the full section near ten minutes on two cores (it took over 45 befor
 The variants and their sessions are built in ``engine_variants.py``.
 
 Run alone: ``python bench/engines_bench.py [--quick] [--no-table] [--nets GoogLeNet,ResNet-50]``
-(``--quick``: MIN_ROUNDS rounds, no budget; ``$CONVNET_ENGINE_TABLE`` redirects the table).
+(``--quick``: AlexNet unless ``--nets`` says otherwise, MIN_ROUNDS rounds, no budget;
+``$CONVNET_ENGINE_TABLE`` redirects the table).
 """
 from __future__ import annotations
 
@@ -333,6 +334,7 @@ def run(quick: bool = False, compile_timeout: int = 300, write_table: bool = Tru
         engine_table.write_table(target, {"cpu": table}, platform.node(), time.strftime("%Y-%m-%d %H:%M:%S %Z"))
 
     rows = []
+    nets = nets or (["AlexNet"] if quick else None)  # --quick is a smoke test: one net
     for name, path in NETS.items():
         if nets and name not in nets:
             continue
