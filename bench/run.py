@@ -21,7 +21,8 @@ from other processes on a shared machine hits all of them alike; the CPU time ot
 during each section is recorded next to the figures.
 
 Writes bench/results/<host>.json and .md; ``--update-docs`` also rewrites the generated block of
-docs/BENCHMARKS.md. Usage: ``python bench/run.py [--quick] [--sections load,gemm,infer,train]``.
+docs/BENCHMARKS.md. Usage: ``python bench/run.py [--quick] [--sections load,gemm,infer,train,...]``;
+every section by default (``make bench``), the further ones in their own modules (EXTRA_SECTIONS).
 """
 from __future__ import annotations
 
