@@ -53,11 +53,10 @@ def shared_sessions(model: bytes, notes: dict) -> dict[str, Any]:
     add("ONNX Runtime (default session)", lambda: _ort_session(model, tuned=False))
     add("ONNX Runtime (tuned session)", lambda: _ort_session(model, tuned=True))
     if openvino_available():
-        import openvino as ov
-
+        from convnet_io.runtimes.openvino_session import shared_core
         from convnet_io.runtimes.split_session import SplitSession
 
-        core = ov.Core()
+        core = shared_core()
         add(OV, lambda: OpenVinoSession(model))
         add("OpenVINO (default compile_model)", lambda: _OvDefault(core, model))
 
@@ -91,7 +90,9 @@ class _OvTuned:
     def __init__(self, model: bytes, batch: int):
         import openvino as ov
 
-        core = ov.Core()
+        from convnet_io.runtimes.openvino_session import shared_core
+
+        core = shared_core()
         self.n = n = os.cpu_count() or 1
         self.queue = None
         if batch == 1 or n == 1:

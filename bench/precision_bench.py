@@ -157,9 +157,9 @@ def layer_profile(path: Path, x: np.ndarray, engine: str, runs: int = 2) -> dict
     from the engine's own profiler: ONNX Runtime's session profiling, OpenVINO's PERF_COUNT."""
     totals: dict[str, float] = {}
     if engine == "openvino":
-        import openvino as ov
+        from convnet_io.runtimes.openvino_session import shared_core
 
-        core = ov.Core()
+        core = shared_core()
         compiled = core.compile_model(core.read_model(str(path)), "CPU",
                                       {"INFERENCE_PRECISION_HINT": "f32", "PERF_COUNT": True})
         request = compiled.create_infer_request()

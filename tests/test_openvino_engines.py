@@ -127,3 +127,17 @@ def test_auto_runs_the_split_engine_where_the_table_names_it(tmp_path, monkeypat
     assert rel_err(got, net.run_values({"data": x}, ["prob"])["prob"]) <= 1e-5
     blobs = net.forward({"data": x}, blobs=["conv1", "prob"])  # a trunk blob too: all in OpenVINO
     assert rel_err(blobs["conv1"], net.run_values({"data": x}, ["conv1:1"])["conv1:1"]) <= 1e-5  # after ReLU
+
+
+def test_a_streams_session_is_freed_when_dropped(tmp_path):
+    """The queue's callback holds the slices, not the session: nothing keeps a dropped session."""
+    import gc
+    import weakref
+
+    session = OpenVinoSession(_model(_net(tmp_path)), streams=2)
+    x = np.random.default_rng(5).standard_normal((4, 3, 12, 12)).astype(np.float32)
+    assert session.run(["prob"], {"data": x})[0].shape == (4, 5)
+    ref = weakref.ref(session)
+    del session
+    gc.collect()
+    assert ref() is None

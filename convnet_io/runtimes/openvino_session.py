@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -20,6 +21,18 @@ from convnet_io.errors import ConvnetError
 @dataclass(frozen=True)
 class _Port:
     name: str
+
+
+@lru_cache(maxsize=1)
+def shared_core():
+    """The process's one OpenVINO Core. Each Core makes its own CPU plugin, which gives the calling
+    thread a new alternate signal stack and unmaps it when the plugin is destroyed, restoring the
+    previous one only if its own is still current: plugins destroyed in the order they were made
+    left the thread on an unmapped stack, and the next signal Python handles (Ctrl-C, SIGCHLD)
+    crashed the process. One Core, never destroyed, makes one plugin for the process's lifetime."""
+    import openvino as ov
+
+    return ov.Core()
 
 
 def openvino_available() -> bool:
@@ -53,7 +66,7 @@ class OpenVinoSession:
                                "use --device cpu or another backend")
         from convnet_io.runtimes.engine_model import EngineModel, replace_weight_inputs
 
-        core = ov.Core()
+        core = shared_core()
         # an EngineModel's weights become constants over the arrays' own memory (kept alive here)
         self._weights = model.weights if isinstance(model, EngineModel) else None
         try:
@@ -76,7 +89,10 @@ class OpenVinoSession:
         self._queue = None
         if self.streams > 1:
             self._queue = ov.AsyncInferQueue(self.compiled, self.streams)
-            self._queue.set_callback(self._collect)
+            # the callback holds the slices, not the session: a bound method would make a cycle
+            # through the queue (a C++ object the garbage collector cannot see into) never freed
+            self._slices: dict[int, list[np.ndarray]] = {}
+            self._queue.set_callback(_collector(self.compiled, self._slices))
         self.version = ov.__version__
 
     def get_inputs(self) -> list[_Port]:
@@ -97,16 +113,19 @@ class OpenVinoSession:
             # the request's output tensors are reused by the next call: copy them out
             return [np.array(result[self.compiled.output(n)]) for n in names]
         bounds = np.linspace(0, batch, min(self.streams, batch) + 1).astype(int)
-        self._slices: dict[int, list[np.ndarray]] = {}
-        self._names = names
+        self._slices.clear()
         for i, (a, b) in enumerate(itertools.pairwise(bounds)):
-            self._queue.start_async({k: v[a:b] for k, v in feeds.items()}, i)
+            self._queue.start_async({k: v[a:b] for k, v in feeds.items()}, (i, names))
         self._queue.wait_all()
         return [np.concatenate([self._slices[i][j] for i in range(len(bounds) - 1)]) for j in range(len(names))]
 
-    def _collect(self, request, index: int) -> None:
+
+def _collector(compiled, slices: dict):
+    def collect(request, userdata) -> None:
         """A slice's outputs, copied out of its request before the request is reused."""
-        self._slices[index] = [np.array(request.get_tensor(self.compiled.output(n)).data) for n in self._names]
+        index, names = userdata
+        slices[index] = [np.array(request.get_tensor(compiled.output(n)).data) for n in names]
+    return collect
 
 
 def openvino_blocker(graph) -> str | None:
