@@ -194,3 +194,31 @@ def test_engine_net_runs_without_building_the_module(setup):
     assert not isinstance(load_for_inference(d / "net.prototxt", weights=d / "w.caffemodel", backend="torch"),
                           EngineNet)
     assert not isinstance(load_for_inference(d / "net.prototxt", backend="auto", precision="int8"), EngineNet)
+
+
+def test_the_folder_runs_auto_on_openvinos_throughput_mode_beside_decoding(setup, tmp_path, monkeypatch):
+    """With decoding threads beside it, ``auto`` takes one OpenVINO stream per core (no layer waits
+    on a core busy decoding); the same predictions; one image at a time keeps the table's engine."""
+    pytest.importorskip("openvino")
+    import os
+
+    from convnet_io.runtimes import engine_table
+
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: a single stream")
+    table = tmp_path / "t.json"
+    engine_table.write_table(table, {"cpu": {"*": {1: "openvino"}}}, "host", "now")
+    monkeypatch.setenv("CONVNET_ENGINE_TABLE", str(table))
+    monkeypatch.setenv("CONVNET_DISABLE_CUDA", "1")
+    d = setup["dir"]
+    net = convnet_io.load(d / "net.prototxt", weights=d / "w.caffemodel", backend="auto")
+    folder = classify(net, [setup["images"]], mean=MEAN, batch_size=4, workers=1)
+    assert ("openvino-streams", ("prob",)) in net._ort and ("openvino", ("prob",)) not in net._ort
+    assert net.throughput is False  # restored once the folder is done
+    one = classify(net, [setup["files"][0]], mean=MEAN, batch_size=4, workers=0)[0]
+    assert ("openvino", ("prob",)) in net._ort
+    assert [p.index for p in one.top_k] == [p.index for p in folder[0].top_k]
+    reference = setup["net"]
+    for r in folder:
+        want = classify(reference, [r.path], mean=MEAN, batch_size=1, workers=0)[0]
+        np.testing.assert_allclose(r.probs, want.probs, rtol=1e-5, atol=1e-7)

@@ -235,6 +235,11 @@ def iter_classify(net, images: Sequence, mean=None, oversample: bool = False, to
 
         bar = tqdm(total=len(images), unit="image", file=sys.stderr, dynamic_ncols=True, leave=False)
     pending = entries()
+    # decoding threads share the cores with the net: let ``auto`` take an engine that does not
+    # wait on a busy core after every layer (``Net.throughput``)
+    throughput = getattr(net, "throughput", None)
+    if throughput is not None and from_files.workers:
+        net.throughput = True
     try:
         while True:
             chunk = [e for _, e in zip(range(batch_size), pending)]
@@ -263,6 +268,8 @@ def iter_classify(net, images: Sequence, mean=None, oversample: bool = False, to
                 bar.update(len(chunk))
     finally:
         from_files.close()
+        if throughput is not None:
+            net.throughput = throughput
         if bar is not None:
             bar.close()
 

@@ -91,6 +91,11 @@ class Prefetcher:
         for t in self._threads:
             t.start()
 
+    @property
+    def workers(self) -> int:
+        """Decoding threads running beside the consumer."""
+        return len(self._threads)
+
     def _work(self) -> None:
         while True:
             with self._cond:
