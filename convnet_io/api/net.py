@@ -182,13 +182,14 @@ class Net:
     def _engine_for(self, feeds: dict[str, Any]) -> str:
         """The backend asked for, or for ``auto`` what the recorded bench measured fastest for this
         net at this batch size (``runtimes/engine_table.py``); with ``throughput`` set, OpenVINO's
-        throughput mode where that is OpenVINO's single-stream session. A single-stream session
+        throughput mode where that is one of OpenVINO's single-stream sessions. A single-stream session
         splits each layer between every core and waits for the last: a core taken by other work
         (decoding the next images) holds up every layer. With one stream per core nothing waits:
         AlexNet over 1,000 JPEGs at batch 16 with a decoding thread on 2 cores took 14.7-14.9 s
         against 18.0-18.3 s, and 15 % less CPU."""
         engine = self._table_engine(feeds)
-        if self.throughput and engine == "openvino" and self.backend == "auto" and (os.cpu_count() or 1) > 1:
+        if (self.throughput and engine in ("openvino", "openvino+onnxruntime") and self.backend == "auto"
+                and (os.cpu_count() or 1) > 1):
             batch = max((np.shape(v)[0] for v in feeds.values() if np.ndim(v)), default=1)
             return "openvino-streams" if batch > 1 else engine
         return engine
