@@ -214,6 +214,9 @@ def test_the_folder_runs_auto_on_openvinos_throughput_mode_beside_decoding(setup
     net = convnet_io.load(d / "net.prototxt", weights=d / "w.caffemodel", backend="auto")
     folder = classify(net, [setup["images"]], mean=MEAN, batch_size=4, workers=1)
     assert ("openvino-streams", ("prob",)) in net._ort and ("openvino", ("prob",)) not in net._ort
+    session, _ = net._ort[("openvino-streams", ("prob",))]
+    # the streams' threads are free to move off a core the decoding thread is using
+    assert session.compiled.get_property("ENABLE_CPU_PINNING") is False
     assert net.throughput is False  # restored once the folder is done
     one = classify(net, [setup["files"][0]], mean=MEAN, batch_size=4, workers=0)[0]
     assert ("openvino", ("prob",)) in net._ort

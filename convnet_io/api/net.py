@@ -147,7 +147,8 @@ class Net:
                 else:
                     session = OpenVinoSession(model,
                                               precision="bf16" if self.precision == "bf16" else "f32",
-                                              streams=os.cpu_count() if engine == "openvino-streams" else None)
+                                              streams=os.cpu_count() if engine == "openvino-streams" else None,
+                                              pinned=not self.throughput)
             elif self.precision == "int8":
                 session = self._int8_session(model)
             else:
