@@ -186,6 +186,8 @@ def test_unknown_layer_type_names_layer_and_lists_supported(tmp_path):
     result = CliRunner().invoke(cli, ["build", str(net)])
     assert result.exit_code == 2
     assert "layer 'weird'" in result.output and "Frobnicate" in result.output
+    # the list is every type, also those of families the net's own types did not load
+    assert "Proposal" in result.output and "Region" in result.output
     assert "Convolution" in result.output
 
 
